@@ -1,0 +1,93 @@
+"""Every setting qtrain reads from the environment, with embedded defaults.
+
+This module is the only reader of ``os.environ``. Relative paths are resolved against the working
+directory when :func:`load_settings` runs, never at import time.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.errors import ConfigError
+
+ENV_VARS = {
+    "QTRAIN_HOME": "root of qtrain's local state (default ./.qtrain)",
+    "QTRAIN_DATA_DIR": "market data store in Qlib's binary layout (default $QTRAIN_HOME/data/sample)",
+    "QTRAIN_CACHE_DIR": "feature cache (default $QTRAIN_HOME/cache)",
+    "MLFLOW_TRACKING_URI": "MLflow tracking URI (default sqlite:///mlflow.db in the working directory)",
+    "QTRAIN_ARTIFACT_ROOT": "MLflow artifact location for new experiments (default $QTRAIN_HOME/mlartifacts)",
+    "QTRAIN_BROKER_URL": "Celery broker (default redis://127.0.0.1:6379/0)",
+    "QTRAIN_RESULT_BACKEND": "Celery result backend (default: the broker URL)",
+    "QTRAIN_TASK_STORE": "task pool store, sqlite:///PATH or mongodb://... (default sqlite under $QTRAIN_HOME)",
+    "QTRAIN_MONGO_URL": "MongoDB URL used by the Mongo task store and its tests (default unset)",
+    "QTRAIN_DEBUG": "1 to show tracebacks on CLI errors",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved configuration of one qtrain process."""
+
+    home: Path
+    data_dir: Path
+    cache_dir: Path
+    tracking_uri: str
+    artifact_root: Path
+    broker_url: str
+    result_backend: str
+    task_store: str
+    mongo_url: str | None
+    debug: bool
+
+
+def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
+    """Build :class:`Settings` from ``env`` (default: the process environment).
+
+    Raises:
+        ConfigError: a variable holds a value that cannot be used.
+    """
+    env = os.environ if env is None else env
+    base = Path.cwd() if cwd is None else cwd
+    home = _path(env, "QTRAIN_HOME", base / ".qtrain", base)
+    broker = env.get("QTRAIN_BROKER_URL", "redis://127.0.0.1:6379/0")
+    return Settings(
+        home=home,
+        data_dir=_path(env, "QTRAIN_DATA_DIR", home / "data" / "sample", base),
+        cache_dir=_path(env, "QTRAIN_CACHE_DIR", home / "cache", base),
+        tracking_uri=env.get("MLFLOW_TRACKING_URI", f"sqlite:///{base / 'mlflow.db'}"),
+        artifact_root=_path(env, "QTRAIN_ARTIFACT_ROOT", home / "mlartifacts", base),
+        broker_url=broker,
+        result_backend=env.get("QTRAIN_RESULT_BACKEND", broker),
+        task_store=env.get("QTRAIN_TASK_STORE", f"sqlite:///{home / 'tasks.db'}"),
+        mongo_url=env.get("QTRAIN_MONGO_URL") or None,
+        debug=_flag(env, "QTRAIN_DEBUG"),
+    )
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """Process-wide settings, for the edges (CLI, Celery app, tasks) only."""
+    return load_settings()
+
+
+def _path(env: Mapping[str, str], key: str, default: Path, base: Path) -> Path:
+    raw = env.get(key)
+    if raw is None:
+        return default
+    if not raw.strip():
+        raise ConfigError(f"{key} is set but empty; unset it or give a directory, e.g. {key}={default}")
+    path = Path(raw).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _flag(env: Mapping[str, str], key: str) -> bool:
+    raw = env.get(key, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{key}={env[key]!r} is not a switch; use {key}=1 or {key}=0")
