@@ -6,7 +6,7 @@ import logging
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 PRICES = ("open", "high", "low", "close")
 
 
-class OnAnomaly(str, Enum):
+class OnAnomaly(StrEnum):
     """What to do with a bar whose values are implausible but structurally fine."""
 
     ERROR = "error"
@@ -147,7 +147,7 @@ def _anomalies(source: SourceBars) -> list[tuple[str, SourceBars, int]]:
     checks.append(((c < lo) | (c > h), "close outside [low, high]"))
     checks.append((frame["volume"].to_numpy() < 0, "negative volume"))
     found: list[tuple[str, SourceBars, int]] = []
-    for row in np.nonzero(np.logical_or.reduce([mask for mask, _ in checks]))[0]:
+    for row in np.nonzero(np.logical_or.reduce([mask for mask, _ in checks]))[0].tolist():
         what = "; ".join(label for mask, label in checks if mask[row])
         values = ", ".join(f"{n}={frame[n].iloc[row]:g}" for n in PRICES)
         found.append(

@@ -147,14 +147,14 @@ def _validate(path: Path, symbol: str, raw: pd.DataFrame, problems: list[str]) -
         return []
     before = len(problems)
     dates = _parse_dates(raw["date"])
-    for i in np.nonzero(dates.isna().to_numpy())[0]:
+    for i in np.nonzero(dates.isna().to_numpy())[0].tolist():
         problems.append(f"{path} {where[i]}: date {raw['date'].iloc[i]!r} is not a date (use YYYY-MM-DD)")
     fields = [c for c in (*REQUIRED[1:], *OPTIONAL) if c in raw.columns]
     numbers = {}
     for name in fields:
         values, bad = _parse_numbers(raw[name])
-        for i in bad[:5]:
-            problems.append(f"{path} {where[i]}: {name} {raw[name].iloc[i]!r} is not a number")
+        for j in bad[:5]:
+            problems.append(f"{path} {where[j]}: {name} {raw[name].iloc[j]!r} is not a number")
         if len(bad) > 5:
             problems.append(f"{path}: {len(bad) - 5} more non-numeric {name} values")
         numbers[name] = values

@@ -110,10 +110,7 @@ class QlibStore:
                 a, b = max(s0, lo), min(s0 + len(data), hi)
                 if a < b:
                     values[field][a - lo : b - lo, col] = data[a - s0 : b - s0]
-        if spans is None:
-            member = np.ones((t, n), dtype=bool, order="F")
-        else:
-            member = membership_mask(dates, spans)
+        member = np.ones((t, n), dtype=bool, order="F") if spans is None else membership_mask(dates, spans)
         return Panel(dates, tuple(symbols), values, first, last, member)
 
     def load_frame(

@@ -33,16 +33,14 @@ def write_store(
     if calendar is None:
         calendar = pd.DatetimeIndex(sorted(set().union(*(frame.index for frame in bars.values()))))
     (root / "calendars").mkdir(parents=True, exist_ok=True)
-    (root / "calendars" / f"{freq}.txt").write_text(
-        "".join(f"{d:%Y-%m-%d}\n" for d in calendar), encoding="utf-8"
-    )
+    (root / "calendars" / f"{freq}.txt").write_text("".join(f"{d:%Y-%m-%d}\n" for d in calendar), encoding="utf-8")
     for name, spans in markets.items():
         write_instruments(root / "instruments" / f"{name}.txt", spans)
     for symbol, frame in bars.items():
         if frame.empty:
             continue
-        lo = int(calendar.get_loc(frame.index[0]))
-        hi = int(calendar.get_loc(frame.index[-1]))
+        lo = int(calendar.searchsorted(frame.index[0]))
+        hi = int(calendar.searchsorted(frame.index[-1]))
         dense = frame.reindex(calendar[lo : hi + 1])
         folder = root / "features" / symbol.lower()
         for field in frame.columns:

@@ -39,10 +39,10 @@ def main(argv: list[str]) -> int:
         learn_processors=[],
     )
     df = handler.fetch(col_set="__all", data_key=DataHandlerLP.DK_R)
-    groups = list(dict.fromkeys(df.columns.get_level_values(0)))
-    if groups != ["feature", "label"]:
-        raise RuntimeError(f"unexpected column groups {groups}")
-    names = [str(c) for c in df.columns.get_level_values(1)]
+    # col_set="__all" already drops the ("feature"/"label") group level in Qlib 0.9.7;
+    # handle a MultiIndex too in case another version keeps it.
+    cols = df.columns.get_level_values(-1) if df.columns.nlevels > 1 else df.columns
+    names = [str(c) for c in cols]
     if len(names) != 159 or names[-1] != "LABEL0" or len(set(names)) != len(names):
         raise RuntimeError(f"unexpected columns: {len(names)} {names[-3:]}")
     df.columns = names

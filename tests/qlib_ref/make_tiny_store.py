@@ -24,14 +24,14 @@ first listed day and on suspended days).
 Special cases built in (day numbers are 0-based calendar indices):
   SZ000538  late listing: first day 100
   SH600025  early delisting: last day 199
-  SH600000  suspended (all fields NaN) on days 50-52
+  SH600000  suspended (all fields NaN) on days 50-52 and 160-162
   SH600016  suspended on days 10-14
   SZ000001  suspended on day 200
   SZ000002  listed over the whole calendar with valid data every day, but
             all.txt gives it TWO spans: days 0-119 and 150-end (to show how
             Qlib's membership handles several spans per symbol)
   SH600009  adjustment factor changes on day 150 (1.0 -> 1.25)
-  SH600010  hits limit-up (+10%) on days 30, 31 and limit-down (-10%) on day 60
+  SH600010  limit-up (+10%) on days 30, 31, 170, 171; limit-down (-10%) on days 60, 175
   SH000300  benchmark index (factor 1), listed in all.txt like the stocks
 """
 from __future__ import annotations
@@ -138,11 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     first["SZ000538"] = 100
     last["SH600025"] = 199
     suspended = {s: set() for s in STOCKS}
-    suspended["SH600000"] = {50, 51, 52}
+    suspended["SH600000"] = {50, 51, 52, 160, 161, 162}
     suspended["SH600016"] = {10, 11, 12, 13, 14}
     suspended["SZ000001"] = {200}
     forced = {s: {} for s in STOCKS}
-    forced["SH600010"] = {30: 0.1, 31: 0.1, 60: -0.1}
+    forced["SH600010"] = {30: 0.1, 31: 0.1, 60: -0.1, 170: 0.1, 171: 0.1, 175: -0.1}
     spans = {s: [(first[s], last[s])] for s in STOCKS}
     spans["SZ000002"] = [(0, 119), (150, n - 1)]
 

@@ -28,7 +28,9 @@ def qlib_store(tmp_path: Path) -> Path:
     )
     # csi: SH600000 is a member twice (a gap between), SH600001 only at the end
     write_market(
-        root, "csi", [("SH600000", DATES[0], DATES[2]), ("SH600000", DATES[6], DATES[9]), ("SH600001", DATES[8], DATES[9])]
+        root,
+        "csi",
+        [("SH600000", DATES[0], DATES[2]), ("SH600000", DATES[6], DATES[9]), ("SH600001", DATES[8], DATES[9])],
     )
     write_field(root, "SH600000", "close", 0, [float(i + 1) for i in range(10)])
     write_field(root, "SH600000", "volume", 0, [100.0] * 10)
@@ -129,7 +131,11 @@ def test_unknown_instrument(qlib_store: Path) -> None:
 @pytest.mark.parametrize(
     ("start", "end", "message"),
     [
-        ("2019-12-01", None, r"start 2019-12-01 is outside the calendar: the calendar of .* runs 2020-01-02 \.\. 2020-01-15"),
+        (
+            "2019-12-01",
+            None,
+            r"start 2019-12-01 is outside the calendar: the calendar of .* runs 2020-01-02 \.\. 2020-01-15",
+        ),
         (None, "2020-02-01", r"end 2020-02-01 is outside the calendar"),
         ("2020-01-10", "2020-01-03", r"start 2020-01-10 is after end 2020-01-03; swap them"),
         ("2020-01-04", "2020-01-05", r"no trading day between 2020-01-04 and 2020-01-05"),

@@ -1,0 +1,1 @@
+"""Celery task functions: thin wrappers that decode a JSON task spec and call ``app.workflow``."""

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.cli import main
+
+
+def test_help_is_fast_and_lists_commands() -> None:
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "app.cli", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "data" in out.stdout and "demo" in out.stdout
+    heavy = [m for m in ("pandas", "numpy", "torch", "mlflow", "lightgbm", "celery") if f"| {m}\n" in out.stderr]
+    assert heavy == [], f"qtrain --help imported {heavy}"
+
+
+def test_import_error_exits_2_with_one_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "X.csv").write_text("date,open,high,low,close\n2020-01-02,1,1,1,1\n")
+    code = main(["data", "import", str(src), "--to", str(tmp_path / "store")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: import of ") and "missing required column(s) volume" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "store").exists()
+
+
+def test_debug_shows_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QTRAIN_DEBUG", "1")
+    with pytest.raises(Exception, match="does not exist"):
+        main(["data", "import", str(tmp_path / "nope"), "--to", str(tmp_path / "store")])
+
+
+def test_bad_columns_argument(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["data", "import", str(tmp_path), "--to", str(tmp_path / "s"), "--columns", "close"])
+    assert code == 2
+    assert "--columns item 'close' is not FIELD=SOURCE_COLUMN" in capsys.readouterr().err
+
+
+def test_import_then_info(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "aaa.csv").write_text(
+        "date,open,high,low,close,volume\n2020-01-02,1,2,0.5,1.5,10\n2020-01-03,1.5,2,1,1.8,12\n"
+    )
+    assert main(["data", "import", str(src), "--to", str(tmp_path / "store")]) == 0
+    assert "imported 2 bars of 1 instruments from 1 file(s)" in capsys.readouterr().out
+    assert main(["data", "info", "--data", str(tmp_path / "store")]) == 0
+    out = capsys.readouterr().out
+    assert "calendar   2020-01-02 .. 2020-01-03 (2 trading days)" in out
+    assert "market     all: 1 instruments" in out
+
+
+def test_synth_and_bad_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "synth", "--to", str(tmp_path / "m"), "--instruments", "5", "--days", "60"]) == 0
+    assert "wrote a synthetic market of 5 instruments x 60 days (seed 0)" in capsys.readouterr().out
+    assert main(["data", "synth", "--to", str(tmp_path / "m2"), "--instruments", "1"]) == 2
+    assert "need at least 2 instruments" in capsys.readouterr().err
+    assert not (tmp_path / "m2").exists()
