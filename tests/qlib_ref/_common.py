@@ -13,7 +13,7 @@ def init_qlib(data_dir: str, region: str = "cn") -> None:
 
     - expression_cache / dataset_cache = None: no DiskExpressionCache / DiskDatasetCache,
       so redis is never contacted and nothing is written next to the data.
-    - kernels=1: joblib runs the per-instrument work sequentially (deterministic, no fork).
+    - kernels=1 (QLIB_REF_KERNELS to change): joblib runs the per-instrument work sequentially.
     - qlib.init always builds an MLflow experiment manager (C.register); point its
       file store at a throw-away temp dir so nothing lands in the CWD (nothing is
       written unless an experiment is started, which these scripts never do).
@@ -29,7 +29,7 @@ def init_qlib(data_dir: str, region: str = "cn") -> None:
         region=region,
         expression_cache=None,
         dataset_cache=None,
-        kernels=1,
+        kernels=int(os.environ.get("QLIB_REF_KERNELS", "1")),
         logging_level=getattr(logging, os.environ.get("QLIB_REF_LOG", "WARNING").upper()),
         exp_manager={
             "class": "MLflowExpManager",

@@ -68,5 +68,5 @@ assert set(risk) == keys, sorted(risk)
 ex = r["return"] - r["bench"]
 assert np.isclose(risk["excess_return_without_cost.mean"], ex.mean())
 assert np.isclose(risk["excess_return_with_cost.annualized_return"], (ex - r["cost"]).mean() * 238)
-print(f"qlib_ref smoke: 3 passed, 0 failed ({len(a)} alpha158 rows, {len(r)} backtest days) in {w}")
+print(f"qlib_ref smoke OK: alpha158, expressions, backtest ({len(a)} alpha158 rows, {len(r)} backtest days) in {w}")
 PYEOF
