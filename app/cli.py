@@ -78,6 +78,24 @@ def _parser() -> argparse.ArgumentParser:
     syn.add_argument("--seed", type=int, default=0)
     syn.set_defaults(func=_data_synth)
 
+    feats = data_cmds.add_parser("features", help="export a handler's features and label to parquet")
+    feats.add_argument("--data", type=Path, default=None, help="store directory (default: QTRAIN_DATA_DIR)")
+    feats.add_argument("--market", default="all", help="market (instruments file) to compute")
+    feats.add_argument(
+        "--handler", default="alpha158", help="a conf/dataset option: alpha158, alpha158_gru20, alpha360"
+    )
+    feats.add_argument("--start", default=None, help="first date (default: the calendar's first day)")
+    feats.add_argument("--end", default=None, help="last date (default: the calendar's last day)")
+    feats.add_argument(
+        "--view",
+        default="raw",
+        choices=["raw", "infer", "learn"],
+        help="raw features, or after the handler's infer / learn processors (fitted on --start..--end)",
+    )
+    feats.add_argument("--out", type=Path, required=True, help="output parquet file")
+    feats.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    feats.set_defaults(func=_data_features)
+
     info = data_cmds.add_parser("info", help="describe a store: calendar, markets, fields")
     info.add_argument("--data", type=Path, default=None, help="store directory (default: QTRAIN_DATA_DIR)")
     info.set_defaults(func=_data_info)
@@ -113,6 +131,28 @@ def _data_synth(args: argparse.Namespace, settings: Settings) -> None:
     print(
         f"wrote a synthetic market of {args.instruments} instruments x {args.days} days (seed {args.seed}) "
         f"to {args.dest} in {time.perf_counter() - started:.1f}s"
+    )
+
+
+def _data_features(args: argparse.Namespace, settings: Settings) -> None:
+    from app.config import compose_dataset
+    from app.data.store import QlibStore
+    from app.dataset.cache import FeatureCache
+
+    store = QlibStore(args.data or settings.data_dir)
+    lo, hi = store.date_slice(args.start, args.end)
+    start, end = str(store.calendar()[lo].date()), str(store.calendar()[hi - 1].date())
+    spec = compose_dataset(args.handler, market=args.market, start=start, end=end)
+    cache = None if args.no_cache else FeatureCache(settings.cache_dir / "features")
+    started = time.perf_counter()
+    views = spec.handler.views(store, cache)
+    frame = views.get(args.view)
+    flat = frame.droplevel(0, axis=1)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    flat.to_parquet(args.out)
+    print(
+        f"wrote {len(flat)} rows x {flat.shape[1]} columns ({args.handler}, {args.view} view, market {args.market}, "
+        f"{start}..{end}) to {args.out} in {time.perf_counter() - started:.1f}s"
     )
 
 

@@ -2,11 +2,15 @@
 
 QtrainError
 ├── ConfigError                 a setting, config key or CLI argument is wrong
+│   ├── UnknownSegmentError     a dataset segment name that is not configured
+│   ├── NotFittedError          a learnable processor used before fit()
+│   └── ExpressionError         a feature expression that cannot be parsed or evaluated
 └── DataError                   market data cannot be used as asked
     ├── StoreFormatError        a file of the store is missing, corrupt or truncated
     ├── UnknownMarketError      no instruments/<market>.txt
     ├── UnknownInstrumentError  a symbol not in the store / market
     ├── DateRangeError          dates outside the store's calendar
+    │   └── EmptySegmentError   a dataset segment with no rows in the data
     └── ImportValidationError   a source file cannot be imported (one or more problems)
 
 Messages say what is wrong, where (file, row, key) and how to fix it.
@@ -62,3 +66,50 @@ class ImportValidationError(DataError):
             lines.append(f"  ... and {more} more")
         lines.append(hint)
         super().__init__("\n".join(lines))
+
+
+class UnknownSegmentError(ConfigError, KeyError):
+    """A dataset segment name that the dataset's ``segments`` do not define."""
+
+    __str__ = Exception.__str__
+
+    def __init__(self, segment: str, known: Sequence[str]) -> None:
+        self.segment = segment
+        self.known = list(known)
+        super().__init__(
+            f"unknown segment {segment!r}: the dataset defines {', '.join(self.known) or 'no segments'}. "
+            "Use one of those names, or add it under dataset.segments."
+        )
+
+
+class NotFittedError(ConfigError):
+    """A learnable processor was applied before ``fit(df)`` was called on it."""
+
+
+class ExpressionError(ConfigError):
+    """A Qlib-style feature expression is malformed or refers to an unknown operator or field.
+
+    ``expression`` is the text as given and ``position`` the 0-based offset of the problem in it (None when
+    the problem has no single place); the message ends with the expression and a caret under that offset.
+    """
+
+    def __init__(self, expression: str, message: str, position: int | None = None) -> None:
+        self.expression = expression
+        self.position = position
+        one_line = "\n" not in expression
+        text = f'"{expression}": {message}' if one_line else f"{expression!r}: {message}"
+        if position is not None and one_line:
+            text += f"\n    {expression}\n    {' ' * position}^"
+        super().__init__(text)
+
+
+class EmptySegmentError(DateRangeError):
+    """A dataset segment selects no rows of the data."""
+
+    def __init__(self, segment: str, start: str, end: str, data_start: str, data_end: str) -> None:
+        self.segment, self.start, self.end = segment, start, end
+        self.data_start, self.data_end = data_start, data_end
+        super().__init__(
+            f"segments.{segment} {start}..{end} has no rows: the data runs {data_start}..{data_end}. "
+            f"Move segments.{segment} inside that range, or load data that covers it."
+        )

@@ -1,0 +1,54 @@
+"""Hydra composition at the edge: find ``conf/``, compose a group option, instantiate it.
+
+Only entry points (the CLI, later the Celery tasks and launcher) use this module; the library below receives
+built objects.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from app.errors import ConfigError
+
+
+def conf_dir() -> Path:
+    """The ``conf/`` tree shipped beside the ``app`` package.
+
+    Raises:
+        ConfigError: it is missing (qtrain was installed without its config tree).
+    """
+    path = Path(__file__).resolve().parents[1] / "conf"
+    if not path.is_dir():
+        raise ConfigError(
+            f"qtrain's config tree was not found at {path}; install qtrain from its source checkout "
+            "(pip install -e . --config-settings editable_mode=compat)."
+        )
+    return path
+
+
+def group_options(group: str) -> list[str]:
+    """The options of config group ``group`` (file names under ``conf/<group>/``)."""
+    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+
+
+def compose_dataset(option: str, *, market: str, start: str, end: str) -> Any:
+    """Build ``conf/dataset/<option>.yaml`` for one market with every segment and the fit window = [start, end].
+
+    Raises:
+        ConfigError: unknown option.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    options = group_options("dataset")
+    if option not in options:
+        raise ConfigError(f"unknown dataset handler {option!r}; choose one of: {', '.join(options)}")
+    overrides = [
+        f"+dataset={option}",
+        f"dataset.handler.market={market}",
+        f"dataset.segments={{train:[{start},{end}],valid:[{start},{end}],test:[{start},{end}]}}",
+    ]
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose(overrides=overrides)
+    return instantiate(cfg.dataset)

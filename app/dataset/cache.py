@@ -1,0 +1,160 @@
+"""A disk cache of computed frames (features, views), keyed by a JSON-able description of how they were built.
+
+Files are ``<root>/<sha256 of the canonical key JSON>.parquet``. A file is written under a temporary name in
+the same folder and renamed into place (``os.replace``), so a reader sees either no file or a whole one, and
+two processes building the same key at once both succeed (the last rename wins; both wrote the same frame).
+Column labels, including ``(group, name)`` pairs, travel in the parquet schema metadata. No pickle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from app.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+META_KEY = b"qtrain.cache.key"
+META_COLUMNS = b"qtrain.cache.columns"
+FORMAT_VERSION = 1
+
+
+class FeatureCache:
+    """Frames cached under ``root`` by key.
+
+    The key must describe everything the frame depends on (handler config, date range, a store
+    fingerprint from :func:`app.data.fingerprint.store_fingerprint`, ...): equal keys mean equal frames.
+    """
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    def path_for(self, key: Mapping[str, object]) -> Path:
+        """Where the frame for ``key`` is (or would be) stored.
+
+        Raises:
+            ConfigError: ``key`` holds a value JSON cannot represent.
+        """
+        return self.root / f"{key_digest(key)}.parquet"
+
+    def get_or_build(self, key: Mapping[str, object], build: Callable[[], pd.DataFrame]) -> tuple[pd.DataFrame, bool]:
+        """The cached frame for ``key`` and ``True``, or ``build()``'s frame (now cached) and ``False``.
+
+        An unreadable or mismatched cache file is logged as a warning and rebuilt.
+
+        Raises:
+            ConfigError: ``key`` holds a value JSON cannot represent.
+        """
+        text = canonical_json(key)
+        path = self.root / f"{_sha256(text)}.parquet"
+        if path.is_file():
+            try:
+                return _read(path, text), True
+            except (OSError, pa.ArrowException, ValueError, KeyError, TypeError) as exc:
+                log.warning("cache file %s is unreadable (%s); rebuilding it", path, exc)
+        frame = build()
+        _write_atomic(path, frame, text)
+        log.debug("cached %d rows at %s", len(frame), path)
+        return frame, False
+
+
+def canonical_json(key: Mapping[str, object]) -> str:
+    """``key`` as JSON with sorted keys and no spaces; paths and dates become strings.
+
+    Raises:
+        ConfigError: a value is not a str, number, bool, None, list, tuple, dict, Path or date.
+    """
+    try:
+        return json.dumps(
+            key, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_jsonable
+        )
+    except ValueError:
+        raise ConfigError(
+            f"a number in the cache key (keys {', '.join(map(str, key))}) is NaN or infinite, which JSON cannot "
+            "represent; use a finite number or a string."
+        ) from None
+
+
+def key_digest(key: Mapping[str, object]) -> str:
+    """Hex sha256 of :func:`canonical_json` of ``key``."""
+    return _sha256(canonical_json(key))
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dt.date):  # datetime and pd.Timestamp too
+        return value.isoformat()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    raise ConfigError(
+        f"cache key value {value!r} of type {type(value).__name__} is not JSON; "
+        "use str, int, float, bool, None, list, dict, Path or a date."
+    )
+
+
+def _write_atomic(path: Path, frame: pd.DataFrame, key_text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flat = [_flat_name(c) for c in frame.columns]
+    if len(set(flat)) < len(flat):  # e.g. ("a:b", "c") and ("a", "b:c"); the metadata restores the real labels
+        flat = [f"{name}#{i}" for i, name in enumerate(flat)]
+    table = pa.Table.from_pandas(frame.set_axis(flat, axis=1), preserve_index=True)
+    columns_info = {
+        "version": FORMAT_VERSION,
+        "nlevels": frame.columns.nlevels,
+        "names": list(frame.columns.names),
+        "columns": [list(c) if isinstance(c, tuple) else c for c in frame.columns],
+    }
+    meta = dict(table.schema.metadata or {})
+    meta[META_KEY] = key_text.encode("utf-8")
+    meta[META_COLUMNS] = json.dumps(columns_info, default=str).encode("utf-8")
+    table = table.replace_schema_metadata(meta)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            pq.write_table(table, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _read(path: Path, key_text: str) -> pd.DataFrame:
+    table = pq.read_table(path)
+    meta = table.schema.metadata or {}
+    stored_key = meta[META_KEY].decode("utf-8")
+    if stored_key != key_text:
+        raise ValueError(f"the file was written for another key ({stored_key[:80]}...)")
+    info = json.loads(meta[META_COLUMNS])
+    if info["version"] != FORMAT_VERSION:
+        raise ValueError(f"cache format {info['version']}, expected {FORMAT_VERSION}")
+    frame: pd.DataFrame = table.to_pandas()
+    columns: list[object] = info["columns"]
+    if info["nlevels"] > 1:
+        frame.columns = pd.MultiIndex.from_tuples([tuple(c) for c in columns], names=info["names"])  # type: ignore[arg-type]
+    else:
+        frame.columns = pd.Index(columns, name=info["names"][0])
+    return frame
+
+
+def _flat_name(column: object) -> str:
+    return ":".join(map(str, column)) if isinstance(column, tuple) else str(column)

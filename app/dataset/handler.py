@@ -1,0 +1,146 @@
+"""Qlib's ``DataHandlerLP`` + ``DatasetH`` as config objects: features on a market, processors, segments, cache."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from app.data.fingerprint import store_fingerprint
+from app.data.store import QlibStore
+from app.dataset.cache import FeatureCache
+from app.dataset.dataset import Dataset, TSDataset
+from app.dataset.processors import Processor
+from app.dataset.views import ProcessedViews
+from app.errors import ConfigError
+from app.features.frame import build_feature_frame
+from app.features.handlers import FeatureSet
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1  # bump when feature or processor semantics change, so old cache entries miss
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataHandler:
+    """A feature set on a market over ``[start_time, end_time]``; processors fitted on the fit window.
+
+    Mirrors Qlib's ``DataHandlerLP`` (process type "append"): infer processors run on the raw frame, learn
+    processors on the infer output.
+    """
+
+    features: FeatureSet
+    market: str
+    start_time: str
+    end_time: str
+    fit_start_time: str
+    fit_end_time: str
+    infer_processors: Sequence[Processor] = ()
+    learn_processors: Sequence[Processor] = ()
+
+    def raw_key(self, store: QlibStore) -> dict[str, object]:
+        """What the raw frame depends on: store contents, expressions, market and dates."""
+        return {
+            "kind": "raw",
+            "format": CACHE_FORMAT,
+            "store": store_fingerprint(store.root),
+            "features": [list(p) for p in self.features.features],
+            "labels": [list(p) for p in self.features.labels],
+            "market": self.market,
+            "start": str(self.start_time),
+            "end": str(self.end_time),
+        }
+
+    def views_key(self, store: QlibStore) -> dict[str, object]:
+        """What the processed views depend on: the raw frame plus the processors and fit window."""
+        return {
+            "kind": "views",
+            "raw": self.raw_key(store),
+            "infer": [_describe(p) for p in self.infer_processors],
+            "learn": [_describe(p) for p in self.learn_processors],
+            "fit": [str(self.fit_start_time), str(self.fit_end_time)],
+        }
+
+    def raw(self, store: QlibStore, cache: FeatureCache | None = None) -> pd.DataFrame:
+        """The raw features and labels (computed, or loaded from ``cache``)."""
+
+        def build() -> pd.DataFrame:
+            return build_feature_frame(store, self.features, self.market, self.start_time, self.end_time)
+
+        if cache is None:
+            return build()
+        frame, hit = cache.get_or_build(self.raw_key(store), build)
+        log.info("raw features %s (%d rows)", "loaded from cache" if hit else "computed and cached", len(frame))
+        return frame
+
+    def views(self, store: QlibStore, cache: FeatureCache | None = None) -> ProcessedViews:
+        """Raw, infer and learn views; with a cache, each processed view is cached too."""
+        if cache is None:
+            return self._process(self.raw(store))
+        key = self.views_key(store)
+        built: list[ProcessedViews] = []
+
+        def build(view: str) -> pd.DataFrame:
+            if not built:
+                built.append(self._process(self.raw(store, cache)))
+            return built[0].get(view)
+
+        infer, _ = cache.get_or_build({**key, "view": "infer"}, lambda: build("infer"))
+        learn, _ = cache.get_or_build({**key, "view": "learn"}, lambda: build("learn"))
+        raw = built[0].raw if built else self.raw(store, cache)
+        return ProcessedViews(
+            raw=raw,
+            infer=infer,
+            learn=learn,
+            fit_start=pd.Timestamp(self.fit_start_time),
+            fit_end=pd.Timestamp(self.fit_end_time),
+        )
+
+    def _process(self, raw: pd.DataFrame) -> ProcessedViews:
+        return ProcessedViews.build(
+            raw,
+            self.infer_processors,
+            self.learn_processors,
+            fit_start=self.fit_start_time,
+            fit_end=self.fit_end_time,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatasetSpec:
+    """What ``conf/dataset/*.yaml`` builds: a handler, named segments and (for recurrent models) ``step_len``."""
+
+    handler: DataHandler
+    segments: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    step_len: int | None = None
+
+    def __post_init__(self) -> None:
+        if "train" not in self.segments:
+            raise ConfigError(
+                f"dataset.segments needs a 'train' segment; got {', '.join(self.segments) or 'none'}. "
+                "Add segments.train: [START, END]."
+            )
+
+    def build(self, store: QlibStore, cache: FeatureCache | None = None) -> Dataset:
+        """Compute (or load) the views and wrap them with the segments.
+
+        Raises:
+            ConfigError, DataError: bad segments, an unknown market, dates outside the store's calendar, ...
+        """
+        views = self.handler.views(store, cache)
+        if self.step_len is None:
+            return Dataset(views, self.segments)
+        return TSDataset(views, self.segments, step_len=self.step_len)
+
+
+def _describe(proc: Processor) -> dict[str, object]:
+    params: dict[str, object] = {"type": f"{type(proc).__module__}.{type(proc).__qualname__}"}
+    if dataclasses.is_dataclass(proc):
+        for f in dataclasses.fields(proc):
+            if f.init:
+                value = getattr(proc, f.name)
+                params[f.name] = str(value) if isinstance(value, pd.Timestamp) else value
+    return params
