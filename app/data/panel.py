@@ -36,6 +36,17 @@ class Panel:
         rows = np.arange(len(self.dates))[:, None]
         return (rows >= self.first[None, :]) & (rows <= self.last[None, :])
 
+    def columns(self, cols: slice) -> Panel:
+        """The same panel restricted to the instruments in ``cols`` (views, no copies of the values)."""
+        return Panel(
+            self.dates,
+            self.instruments[cols],
+            {name: arr[:, cols] for name, arr in self.values.items()},
+            self.first[cols],
+            self.last[cols],
+            self.member[:, cols],
+        )
+
     def to_frame(self) -> pd.DataFrame:
         """Rows where the instrument is stored and a market member, index ``(datetime, instrument)`` sorted."""
         keep = self.stored() & self.member

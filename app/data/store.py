@@ -135,12 +135,12 @@ class QlibStore:
         s = first if start is None else _timestamp(start, "start")
         e = last if end is None else _timestamp(end, "end")
         span = f"the calendar of {self.root} runs {first.date()} .. {last.date()}"
-        if s > e:
-            raise DateRangeError(f"start {s.date()} is after end {e.date()}; swap them ({span}).")
         if s < first or s > last:
             raise DateRangeError(f"start {s.date()} is outside the calendar: {span}. Pick a start in that range.")
         if e < first or e > last:
             raise DateRangeError(f"end {e.date()} is outside the calendar: {span}. Pick an end in that range.")
+        if s > e:
+            raise DateRangeError(f"start {s.date()} is after end {e.date()}; swap them ({span}).")
         lo = int(cal.searchsorted(s, side="left"))
         hi = int(cal.searchsorted(e, side="right"))
         if lo >= hi:

@@ -1,6 +1,29 @@
-"""Feature engine: Qlib expression strings evaluated over a :class:`~app.data.panel.Panel` with Qlib's numbers."""
+"""Feature engine: Qlib expression strings evaluated over a :class:`~app.data.panel.Panel` with Qlib's numbers.
 
-from app.features.engine import evaluate, required_fields
-from app.features.parser import OPERATORS, Call, Const, Field, Node, parse
+Exports resolve lazily so that parsing/validating expressions does not pay for numba's import.
+"""
 
-__all__ = ["OPERATORS", "Call", "Const", "Field", "Node", "evaluate", "parse", "required_fields"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "evaluate": "app.features.engine",
+    "required_fields": "app.features.engine",
+    "OPERATORS": "app.features.parser",
+    "Call": "app.features.parser",
+    "Const": "app.features.parser",
+    "Field": "app.features.parser",
+    "Node": "app.features.parser",
+    "parse": "app.features.parser",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'app.features' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

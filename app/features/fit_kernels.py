@@ -19,7 +19,7 @@ _NAN = np.nan
 SLOPE, RSQUARE, RESI = 0, 1, 2
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def roll_regression(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: int, kind: int) -> np.ndarray:
     """Qlib ``rolling_slope`` / ``rolling_rsquare`` / ``rolling_resi`` (``kind`` = SLOPE, RSQUARE or RESI)."""
     t, n = x.shape
@@ -72,7 +72,7 @@ def roll_regression(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: int, kind:
     return out
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _pairwise_block(a: np.ndarray, start: int, n: int) -> float:
     """numpy's ``pairwise_sum`` leaf for float64: a plain loop below 8 values, 8 accumulators up to 128."""
     if n < 8:
@@ -107,7 +107,7 @@ def _pairwise_block(a: np.ndarray, start: int, n: int) -> float:
     return float(res)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _pairwise(a: np.ndarray, start: int, n: int) -> float:
     """numpy's ``pairwise_sum``: blocks of up to 128 values, larger ranges split in two (a multiple of 8 first).
 
@@ -148,14 +148,14 @@ def _pairwise(a: np.ndarray, start: int, n: int) -> float:
     return float(vals[0])
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _np_sum(a: np.ndarray, n: int) -> float:
     """``np.sum(a[:n])`` for a contiguous float64 array: the identity 0.0 plus the pairwise sum."""
     total: float = 0.0 + _pairwise(a, 0, n)
     return total
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def roll_wma(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: int) -> np.ndarray:
     """Qlib ``WMA``: ``np.nanmean(weights * window)`` with weights ``k / sum(1..len)`` (k = 1 oldest).
 
@@ -184,7 +184,7 @@ def roll_wma(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: int) -> np.ndarra
     return out
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def roll_mad(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: int) -> np.ndarray:
     """Qlib ``Mad``: mean absolute deviation from the mean of the window's non-NaN values (numpy ``mean``)."""
     t, n = x.shape

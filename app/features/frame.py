@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
 
+from app.data.panel import Panel
 from app.data.store import DateLike, QlibStore
 from app.features.engine import evaluate, required_fields
 from app.features.handlers import FeatureSet
@@ -31,7 +36,7 @@ def build_feature_frame(
     lo, hi = store.date_slice(start, end)
     exprs = dict(features.features) | dict(features.labels)
     panel = store.load(sorted(required_fields(exprs)), market=market)
-    values = evaluate(panel, exprs)
+    values = _evaluate_in_parallel(panel, exprs)
     keep = panel.stored() & panel.member
     keep[:lo] = False
     keep[hi:] = False
@@ -42,10 +47,13 @@ def build_feature_frame(
     columns = pd.MultiIndex.from_tuples(
         [("feature", n) for n in features.feature_names] + [("label", n) for n in features.label_names]
     )
-    data = np.empty((len(t_idx), len(columns)), dtype=np.float32)
+    # Rows come out date-major, so read each [dates x instruments] array in C order (a cheap transpose copy)
+    # and compress it sequentially; the column-major output lets pandas adopt the block without a copy.
+    keep_flat = keep.ravel(order="C")
+    data = np.empty((len(t_idx), len(columns)), dtype=np.float32, order="F")
     for j, (_, name) in enumerate(columns):
-        data[:, j] = values[name][t_idx, i_idx]
-    frame = pd.DataFrame(data, index=index, columns=columns)
+        np.compress(keep_flat, np.ascontiguousarray(values[name]).ravel(), out=data[:, j])
+    frame = pd.DataFrame(data, index=index, columns=columns, copy=False)
     log.info(
         "computed %d feature columns for %s rows of market %s in %.2fs",
         len(columns),
@@ -54,3 +62,16 @@ def build_feature_frame(
         time.perf_counter() - started,
     )
     return frame
+
+
+def _evaluate_in_parallel(panel: Panel, exprs: Mapping[str, str]) -> dict[str, np.ndarray]:
+    """Evaluate on column blocks of instruments in threads (the numba kernels release the GIL)."""
+    n = len(panel.instruments)
+    workers = min(os.cpu_count() or 1, 4, max(1, n // 16))
+    if workers == 1:
+        return evaluate(panel, exprs)
+    bounds = np.linspace(0, n, workers + 1).astype(int)
+    blocks = [slice(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
+    with ThreadPoolExecutor(workers, thread_name_prefix="features") as pool:
+        parts = list(pool.map(lambda cols: evaluate(panel.columns(cols), exprs), blocks))
+    return {name: np.concatenate([part[name] for part in parts], axis=1) for name in exprs}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from app.errors import ConfigError
+from app.errors import ConfigError, ExpressionError
 
 DEFAULT_LABEL: tuple[tuple[str, str], ...] = (("LABEL0", "Ref($close, -2)/Ref($close, -1) - 1"),)
 ROLLING_WINDOWS = (5, 10, 20, 30, 60)
@@ -86,6 +86,13 @@ class FeatureSet:
             raise ConfigError(f"feature names must be unique; repeated: {', '.join(dupes)}")
         if not self.features:
             raise ConfigError("a feature set needs at least one feature expression")
+        from app.features.parser import parse  # light; numba-backed evaluation is imported only to compute
+
+        for name, expression in (*self.features, *self.labels):
+            try:
+                parse(expression)
+            except ExpressionError as exc:
+                raise ExpressionError(exc.expression, f"(column {name}) {str(exc).split(': ', 1)[1]}") from exc
 
     @property
     def feature_names(self) -> list[str]:

@@ -23,7 +23,7 @@ from numba import njit
 _NAN = np.nan
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _prep(v: float) -> float:
     """pandas ``_prep_values``: the value as float64, ±inf turned into NaN as pandas does before rolling."""
     f = np.float64(v)
@@ -32,7 +32,7 @@ def _prep(v: float) -> float:
     return f
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def new_out(t: int, n: int) -> np.ndarray:
     """A ``[t, n]`` float64 array in column-major order (uninitialised)."""
     return np.empty((n, t)).T
@@ -41,7 +41,7 @@ def new_out(t: int, n: int) -> np.ndarray:
 # --- Kahan sum / mean state: (nobs, sum_x, neg_ct, compensation, num_consecutive_same_value, prev_value) ---
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _add_mean(
     val: float, nobs: int, sx: float, neg: int, comp: float, ncs: int, prev: float
 ) -> tuple[int, float, int, float, int, float]:
@@ -61,7 +61,7 @@ def _add_mean(
     return nobs, sx, neg, comp, ncs, prev
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _remove_mean(val: float, nobs: int, sx: float, neg: int, comp: float) -> tuple[int, float, int, float]:
     if val == val:
         nobs -= 1
@@ -74,7 +74,7 @@ def _remove_mean(val: float, nobs: int, sx: float, neg: int, comp: float) -> tup
     return nobs, sx, neg, comp
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _calc_mean(nobs: int, neg: int, sx: float, ncs: int, prev: float) -> float:
     if nobs > 0:
         result = sx / float(nobs)
@@ -86,7 +86,7 @@ def _calc_mean(nobs: int, neg: int, sx: float, ncs: int, prev: float) -> float:
     return _NAN
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _calc_sum(nobs: int, sx: float, ncs: int, prev: float) -> float:
     if nobs >= 1:
         if ncs >= nobs:
@@ -98,7 +98,7 @@ def _calc_sum(nobs: int, sx: float, ncs: int, prev: float) -> float:
 # --- Welford variance state: (nobs: float, mean_x, ssqdm_x, compensation, num_consecutive_same_value, prev) ---
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _add_var(
     val: float, nobs: float, mean_x: float, ssqdm: float, comp: float, ncs: int, prev: float
 ) -> tuple[float, float, float, float, int, float]:
@@ -120,7 +120,7 @@ def _add_var(
     return nobs, mean_x, ssqdm, comp, ncs, prev
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _remove_var(val: float, nobs: float, mean_x: float, ssqdm: float, comp: float) -> tuple[float, float, float, float]:
     if val == val:
         nobs = nobs - 1.0
@@ -138,7 +138,7 @@ def _remove_var(val: float, nobs: float, mean_x: float, ssqdm: float, comp: floa
     return nobs, mean_x, ssqdm, comp
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _calc_var(nobs: float, ssqdm: float, ncs: int, ddof: int) -> float:
     if nobs >= 1.0 and nobs > ddof:
         if nobs == 1.0 or ncs >= nobs:
@@ -150,7 +150,7 @@ def _calc_var(nobs: float, ssqdm: float, ncs: int, ddof: int) -> float:
 # --- kernels -------------------------------------------------------------------------------------------------
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def roll_mean_sum(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: int, want_sum: bool) -> np.ndarray:
     """``Series.rolling(w, min_periods=1).mean()`` (or ``.sum()``) per column (pandas ``roll_mean``/``roll_sum``)."""
     t, n = x.shape
@@ -185,7 +185,7 @@ def roll_mean_sum(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: int, want_su
     return out
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def roll_var(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: int, ddof: int, want_std: bool) -> np.ndarray:
     """``rolling(w, min_periods=1).var(ddof)`` (pandas ``roll_var``); ``want_std`` applies pandas' ``zsqrt``."""
     t, n = x.shape
@@ -220,7 +220,7 @@ def roll_var(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: int, ddof: int, w
     return out
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def roll_count(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: int) -> np.ndarray:
     """``rolling(w, min_periods=1).count()``: non-NaN values in the window (pandas counts ±inf too)."""
     t, n = x.shape
@@ -237,7 +237,7 @@ def roll_count(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: int) -> np.ndar
     return out
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def roll_corr_cov(a: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: int, want_corr: bool) -> np.ndarray:
     """``a.rolling(w, min_periods=1).corr(b)`` / ``.cov(b)`` as pandas 2.2.3 computes them.
 
@@ -333,7 +333,7 @@ def roll_corr_cov(a: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.ndarray, 
     return out
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def ewm_mean(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, com: float) -> np.ndarray:
     """``Series.ewm(com=com, min_periods=1).mean()`` (adjust=True, ignore_na=False; pandas ``ewm``)."""
     t, n = x.shape
@@ -367,7 +367,7 @@ def ewm_mean(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, com: float) -> np.nd
     return out
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def shift(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, k: int) -> np.ndarray:
     """Qlib ``Ref(x, k)``: the value ``k`` rows earlier in the series (``k < 0``: later); ``k == 0``: its first row."""
     t, n = x.shape
@@ -381,7 +381,7 @@ def shift(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def mask_outside(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
     """Set rows outside each column's ``lo..hi`` to NaN, in place."""
     t, n = x.shape

@@ -16,7 +16,7 @@ from app.features.kernels import _prep, new_out
 _NAN = np.nan
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def roll_max_min(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: int, is_max: bool) -> np.ndarray:
     """Rolling max (``is_max``) or min of the window's non-NaN values (pandas ``roll_max``/``roll_min``).
 
@@ -46,7 +46,7 @@ def roll_max_min(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: int, is_max: 
     return out
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _insert(buf: np.ndarray, size: int, val: float) -> int:
     """Insert ``val`` after any equal values (skiplist order); return the new size."""
     pos = size
@@ -57,7 +57,7 @@ def _insert(buf: np.ndarray, size: int, val: float) -> int:
     return size + 1
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _remove(buf: np.ndarray, size: int, val: float) -> int:
     """Remove the first value equal to ``val``; return the new size."""
     pos = 0
@@ -68,7 +68,7 @@ def _remove(buf: np.ndarray, size: int, val: float) -> int:
     return size - 1
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def roll_quantile(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: int, q: float, median: bool) -> np.ndarray:
     """``rolling(w, min_periods=1).quantile(q)`` (linear interpolation) or ``.median()``.
 
@@ -113,7 +113,7 @@ def roll_quantile(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: int, q: floa
     return out
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def roll_rank(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: int) -> np.ndarray:
     """``rolling(w, min_periods=1).rank(pct=True)``: average rank of today's value among the window's values / count.
 
@@ -143,7 +143,7 @@ def roll_rank(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: int) -> np.ndarr
     return out
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def roll_argext(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: int, is_max: bool) -> np.ndarray:
     """Qlib ``IdxMax``/``IdxMin``: ``rolling(w, min_periods=1).apply(lambda a: a.argmax() + 1, raw=True)``.
 

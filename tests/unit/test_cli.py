@@ -62,3 +62,38 @@ def test_synth_and_bad_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert main(["data", "synth", "--to", str(tmp_path / "m2"), "--instruments", "1"]) == 2
     assert "need at least 2 instruments" in capsys.readouterr().err
     assert not (tmp_path / "m2").exists()
+
+
+def test_data_features_export(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pandas as pd
+
+    monkeypatch.setenv("QTRAIN_CACHE_DIR", str(tmp_path / "cache"))
+    store = tmp_path / "m"
+    assert main(["data", "synth", "--to", str(store), "--instruments", "6", "--days", "120"]) == 0
+    out = tmp_path / "f.parquet"
+    args = ["data", "features", "--data", str(store), "--market", "synth", "--start", "2015-03-02"]
+    assert main([*args, "--end", "2015-05-29", "--view", "learn", "--out", str(out)]) == 0
+    assert "alpha158, learn view, market synth, 2015-03-02..2015-05-29" in capsys.readouterr().out
+    frame = pd.read_parquet(out)
+    assert frame.index.names == ["datetime", "instrument"]
+    assert list(frame.columns[:3]) == ["KMID", "KLEN", "KMID2"] and frame.columns[-1] == "LABEL0"
+    assert frame.shape[1] == 159 and frame["LABEL0"].notna().all()
+    assert list((tmp_path / "cache" / "features").iterdir())
+
+
+def test_data_features_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = tmp_path / "m"
+    assert main(["data", "synth", "--to", str(store), "--instruments", "4", "--days", "60"]) == 0
+    base = ["data", "features", "--data", str(store), "--out", str(tmp_path / "f.parquet")]
+    assert main([*base, "--handler", "alpha999"]) == 2
+    assert (
+        "unknown dataset handler 'alpha999'; choose one of: alpha158, alpha158_gru20, alpha360, custom"
+        in capsys.readouterr().err
+    )
+    assert main([*base, "--market", "csi300"]) == 2
+    assert "unknown market 'csi300'" in capsys.readouterr().err
+    assert main([*base, "--start", "2030-01-01"]) == 2
+    assert "start 2030-01-01 is outside the calendar" in capsys.readouterr().err
+    assert not (tmp_path / "f.parquet").exists()

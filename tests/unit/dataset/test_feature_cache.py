@@ -50,7 +50,7 @@ def test_second_call_hits_and_round_trips_exactly(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(second, frame())
     assert list(second.columns) == [("feature", "KMID"), ("feature", "A:B"), ("label", "LABEL0")]
     assert second.dtypes.tolist() == [np.float32] * 3
-    assert [p.name for p in (tmp_path / "cache").iterdir()] == [f"{key_digest(KEY)}.parquet"]  # no temp files left
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [f"{key_digest(KEY)}.arrow"]  # no temp files left
 
 
 def test_changed_key_misses(tmp_path: Path) -> None:
@@ -85,7 +85,7 @@ def test_corrupt_file_is_rebuilt_with_a_warning(tmp_path: Path, caplog: pytest.L
     assert "unreadable" in caplog.text and path.name in caplog.text
     pd.testing.assert_frame_equal(df, frame())
     assert cache.get_or_build(KEY, build)[1] is True  # the rebuilt file is whole
-    path.write_bytes(b"not parquet at all")
+    path.write_bytes(b"not arrow at all")
     assert cache.get_or_build(KEY, build)[1] is False
 
 
@@ -132,7 +132,7 @@ def test_concurrent_builders_both_succeed(tmp_path: Path) -> None:
     df, hit = FeatureCache(tmp_path).get_or_build(KEY, build)
     assert hit and build.calls == 0
     pd.testing.assert_frame_equal(df, frame())
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{key_digest(KEY)}.parquet"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{key_digest(KEY)}.arrow"]
 
 
 def test_colliding_flat_column_names_survive(tmp_path: Path) -> None:
