@@ -12,7 +12,7 @@ from app.data.store import QlibStore
 from app.data.synth import SynthSpec, write_synth_market
 from app.features.frame import build_feature_frame
 from app.features.handlers import alpha158, alpha360
-from tests.differential.conftest import run_reference
+from tests.conftest import run_reference
 
 pytestmark = [pytest.mark.qlib, pytest.mark.slow]
 

@@ -3,7 +3,7 @@
 ``pandas_reference.py`` computes every operator the way Qlib 0.9.7 does (per instrument, on a float32
 Series, with Qlib's thresholds); here the kernels run on the same data, read as float32 (as the engine
 passes fields) and as float64, and every float64 result must have the same bits (NaN where NaN).
-Skipped when ``.qlib-venv`` is absent (see tests/qlib_ref/README.md to build it).
+``.qlib-venv`` is built on first use (the ``qlib_python`` fixture in tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -20,15 +20,11 @@ from app.features import kernels as k
 from app.features import order_kernels as ok
 
 ROOT = Path(__file__).resolve().parents[3]
-QLIB_PYTHON = ROOT / ".qlib-venv" / "bin" / "python"
 REFERENCE = Path(__file__).with_name("pandas_reference.py")
 WINDOWS = (1, 2, 5, 20, 60)
 THRESHOLD = 2e-5
 
-pytestmark = [
-    pytest.mark.qlib,
-    pytest.mark.skipif(not QLIB_PYTHON.exists(), reason="needs .qlib-venv (pandas 2.2.3 + pyqlib 0.9.7)"),
-]
+pytestmark = [pytest.mark.qlib, pytest.mark.slow]
 
 
 def _dataset(seed: int = 2, t: int = 300, n: int = 14) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -72,12 +68,12 @@ def _dataset(seed: int = 2, t: int = 300, n: int = 14) -> tuple[np.ndarray, np.n
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
+def reference(tmp_path_factory: pytest.TempPathFactory, qlib_python: Path) -> dict[str, np.ndarray]:
     folder = tmp_path_factory.mktemp("parity")
     x, y, lo, hi = _dataset()
     np.savez(folder / "in.npz", x=x, y=y, lo=lo, hi=hi, windows=np.array(WINDOWS))
     run = subprocess.run(
-        [QLIB_PYTHON, REFERENCE, folder / "in.npz", folder / "out.npz"], capture_output=True, text=True, timeout=300
+        [qlib_python, REFERENCE, folder / "in.npz", folder / "out.npz"], capture_output=True, text=True, timeout=300
     )
     assert run.returncode == 0, run.stderr[-3000:]
     with np.load(folder / "out.npz") as data:
