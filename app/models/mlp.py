@@ -88,6 +88,7 @@ class MLPModel(TorchModel):
     def __post_init__(self) -> None:
         if isinstance(self.hidden_sizes, list):  # from JSON / YAML
             self.hidden_sizes = tuple(self.hidden_sizes)
+        super().__post_init__()
 
     def build_net(self, n_features: int) -> nn.Module:
         """A fresh :class:`MLPNet` for ``n_features`` inputs."""

@@ -102,6 +102,11 @@ class TorchModel:
         """The constructor's keyword arguments (what ``model.json`` stores)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}  # type: ignore[arg-type]
 
+    def __post_init__(self) -> None:
+        # Called by the subclasses' dataclass __init__: a bad hyper-parameter fails when the model is built
+        # (before any work is queued), not when a worker starts training.
+        self.validate()
+
     def validate(self) -> None:
         """Check types (annotations) and ranges of the hyper-parameters.
 

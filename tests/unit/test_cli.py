@@ -89,7 +89,7 @@ def test_data_features_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     base = ["data", "features", "--data", str(store), "--out", str(tmp_path / "f.parquet")]
     assert main([*base, "--handler", "alpha999"]) == 2
     assert (
-        "unknown dataset handler 'alpha999'; choose one of: alpha158, alpha158_gru20, alpha360, custom"
+        "unknown dataset handler 'alpha999'; choose one of: alpha158, alpha158_gru20, alpha158_nn, alpha360, custom"
         in capsys.readouterr().err
     )
     assert main([*base, "--market", "csi300"]) == 2
