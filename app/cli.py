@@ -51,6 +51,34 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="create the sample market on first use and summarise it")
     demo.set_defaults(func=_demo)
 
+    ev = commands.add_parser("evaluate", help="IC analysis and TopkDropout backtest of any prediction file")
+    ev.add_argument("--pred", type=Path, required=True, help="parquet with datetime, instrument, score")
+    ev.add_argument("--data", type=Path, default=None, help="store directory (default: QTRAIN_DATA_DIR)")
+    ev.add_argument("--market", default="all", help="market whose label the IC is measured against")
+    ev.add_argument("--benchmark", default="SH000300", help="benchmark instrument, or 'none'")
+    ev.add_argument("--topk", type=int, default=50)
+    ev.add_argument("--n-drop", type=int, default=5)
+    ev.add_argument("--hold-thresh", type=int, default=1)
+    ev.add_argument("--account", type=float, default=1e8)
+    ev.add_argument("--limit-threshold", default="0.095", help="a fraction, or 'none' (suspension only)")
+    ev.add_argument("--open-cost", type=float, default=0.0005)
+    ev.add_argument("--close-cost", type=float, default=0.0015)
+    ev.add_argument("--min-cost", type=float, default=5.0)
+    ev.add_argument("--long-short", action="store_true", help="also report the long-short return")
+    ev.add_argument("--json", type=Path, default=None, help="write the metrics to this JSON file")
+    ev.set_defaults(func=_evaluate)
+
+    rep = commands.add_parser("report", help="runs of an MLflow experiment, and mean ± std per configuration")
+    rep.add_argument("experiment", help="experiment name")
+    rep.add_argument("--format", default="md", choices=["md", "csv", "json"])
+    rep.set_defaults(func=_report)
+
+    reg = commands.add_parser("register", help="register a run's model in the MLflow model registry")
+    reg.add_argument("run_id")
+    reg.add_argument("--name", required=True, help="registered model name")
+    reg.add_argument("--artifact-path", default="model", help="the run's model folder (default: model)")
+    reg.set_defaults(func=_register)
+
     data = commands.add_parser("data", help="market data: import, synth, info")
     data_cmds = data.add_subparsers(title="data commands", metavar="COMMAND")
 
@@ -154,6 +182,81 @@ def _data_features(args: argparse.Namespace, settings: Settings) -> None:
         f"wrote {len(flat)} rows x {flat.shape[1]} columns ({args.handler}, {args.view} view, market {args.market}, "
         f"{start}..{end}) to {args.out} in {time.perf_counter() - started:.1f}s"
     )
+
+
+def _evaluate(args: argparse.Namespace, settings: Settings) -> None:
+    import json
+
+    from app.data.store import QlibStore
+    from app.evaluation.backtest import BacktestConfig
+    from app.evaluation.predictions import label_for, read_predictions
+    from app.evaluation.records import analyse_portfolio, analyse_signal
+
+    store = QlibStore(args.data or settings.data_dir)
+    pred = read_predictions(args.pred)
+    config = BacktestConfig(
+        topk=args.topk,
+        n_drop=args.n_drop,
+        hold_thresh=args.hold_thresh,
+        account=args.account,
+        limit_threshold=None
+        if args.limit_threshold.lower() == "none"
+        else _float(args.limit_threshold, "--limit-threshold"),
+        open_cost=args.open_cost,
+        close_cost=args.close_cost,
+        min_cost=args.min_cost,
+        benchmark=None if args.benchmark.lower() == "none" else args.benchmark,
+    )
+    signal = analyse_signal(pred, label_for(pred, store, args.market), long_short=args.long_short)
+    portfolio = analyse_portfolio(pred, store, config)
+    metrics = {**signal.metrics, **portfolio.metrics}
+    width = max(map(len, metrics))
+    for name, value in metrics.items():
+        print(f"{name:<{width}}  {value: .6f}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+def _report(args: argparse.Namespace, settings: Settings) -> None:
+    from app.tracking.manager import ExpManager
+    from app.tracking.summary import run_table, summary_table
+
+    manager = ExpManager(settings.tracking_uri, settings.artifact_root)
+    if args.experiment not in manager.list_experiments():
+        known = ", ".join(sorted(manager.list_experiments())) or "none"
+        raise ConfigError(f"no experiment {args.experiment!r} at {settings.tracking_uri}; experiments: {known}")
+    rows = run_table(manager.search_records([args.experiment]))
+    summary = summary_table(rows)
+    if args.format == "json":
+        import json
+
+        doc = {"runs": rows.to_dict(orient="records"), "summary": summary.to_dict(orient="records")}
+        print(json.dumps(doc, indent=2, default=str))
+    elif args.format == "csv":
+        print(rows.to_csv(index=False), end="")
+        print()
+        print(summary.to_csv(index=False), end="")
+    else:
+        print(f"## {args.experiment}: {len(rows)} runs\n")
+        print(rows.to_markdown(index=False, floatfmt=".4f"))
+        print("\n## mean ± std per configuration\n")
+        print(summary.to_markdown(index=False))
+
+
+def _register(args: argparse.Namespace, settings: Settings) -> None:
+    from app.tracking.manager import ExpManager
+
+    manager = ExpManager(settings.tracking_uri, settings.artifact_root)
+    version = manager.register_model(args.run_id, args.name, artifact_path=args.artifact_path)
+    print(f"registered {args.name} version {version} from run {args.run_id} ({args.artifact_path}/)")
+
+
+def _float(text: str, flag: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r} is not a number (or 'none')") from None
 
 
 def _data_info(args: argparse.Namespace, settings: Settings) -> None:

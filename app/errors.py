@@ -4,14 +4,20 @@ QtrainError
 ├── ConfigError                 a setting, config key or CLI argument is wrong
 │   ├── UnknownSegmentError     a dataset segment name that is not configured
 │   ├── NotFittedError          a learnable processor used before fit()
-│   └── ExpressionError         a feature expression that cannot be parsed or evaluated
-└── DataError                   market data cannot be used as asked
-    ├── StoreFormatError        a file of the store is missing, corrupt or truncated
-    ├── UnknownMarketError      no instruments/<market>.txt
-    ├── UnknownInstrumentError  a symbol not in the store / market
-    ├── DateRangeError          dates outside the store's calendar
-    │   └── EmptySegmentError   a dataset segment with no rows in the data
-    └── ImportValidationError   a source file cannot be imported (one or more problems)
+│   ├── ExpressionError         a feature expression that cannot be parsed or evaluated
+│   └── UnsupportedObjectError  an object save_objects cannot store in an open format (also a TypeError)
+├── DataError                   market data cannot be used as asked
+│   ├── StoreFormatError        a file of the store is missing, corrupt or truncated
+│   ├── UnknownMarketError      no instruments/<market>.txt
+│   ├── UnknownInstrumentError  a symbol not in the store / market
+│   ├── DateRangeError          dates outside the store's calendar
+│   │   └── EmptySegmentError   a dataset segment with no rows in the data
+│   └── ImportValidationError   a source file cannot be imported (one or more problems)
+└── TrackingError               the experiment tracker (MLflow) cannot do what was asked
+    ├── ExperimentNotFoundError an experiment name/id the tracking store does not hold (also a KeyError)
+    ├── RecorderNotFoundError   a run id/name the experiment does not hold (also a KeyError)
+    ├── ArtifactNotFoundError   an artifact name the run does not hold (also a KeyError)
+    └── NoActiveRunError        a recorder call made outside a started run
 
 Messages say what is wrong, where (file, row, key) and how to fix it.
 """
@@ -113,3 +119,33 @@ class EmptySegmentError(DateRangeError):
             f"segments.{segment} {start}..{end} has no rows: the data runs {data_start}..{data_end}. "
             f"Move segments.{segment} inside that range, or load data that covers it."
         )
+
+
+class UnsupportedObjectError(ConfigError, TypeError):
+    """``save_objects`` was given an object it cannot store in an open format (it never pickles)."""
+
+
+class TrackingError(QtrainError):
+    """The experiment tracker (MLflow) refused or failed a request; the message names the run and the fix."""
+
+
+class ExperimentNotFoundError(TrackingError, KeyError):
+    """No experiment with the requested name or id exists in the tracking store."""
+
+    __str__ = Exception.__str__
+
+
+class RecorderNotFoundError(TrackingError, KeyError):
+    """No run (recorder) with the requested id or name exists in the experiment."""
+
+    __str__ = Exception.__str__
+
+
+class ArtifactNotFoundError(TrackingError, KeyError):
+    """The run holds no artifact under the requested name."""
+
+    __str__ = Exception.__str__
+
+
+class NoActiveRunError(TrackingError):
+    """A call that needs a running recorder was made outside ``start``/``end``."""

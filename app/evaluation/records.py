@@ -1,0 +1,148 @@
+"""Qlib's record templates on qtrain's recorder: SignalRecord, SigAnaRecord, PortAnaRecord.
+
+Each record's ``generate(ctx)`` reads what it needs from the run (the prediction written by
+:class:`SignalRecord`), saves its artifacts in open formats, logs its metrics under Qlib's names and
+returns them. :func:`analyse_signal` and :func:`analyse_portfolio` are the same maths without a run
+(``qtrain evaluate`` uses them).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import pandas as pd
+
+from app.data.store import QlibStore
+from app.dataset.dataset import Dataset
+from app.evaluation.backtest import BacktestConfig, run_backtest
+from app.evaluation.plots import excess_return_figure, ic_figure, quantile_figure, quantile_returns
+from app.evaluation.risk import portfolio_metrics
+from app.evaluation.signal import daily_ic, signal_metrics
+from app.models.base import Model
+
+log = logging.getLogger(__name__)
+
+
+class RunRecorder(Protocol):
+    """What the records need of a run (app.tracking.Recorder provides it)."""
+
+    def log_metrics(self, metrics: Mapping[str, float] | None = None, step: int | None = None) -> None: ...
+
+    def save_objects(self, artifact_path: str | None = None, **objects: Any) -> None: ...
+
+    def load_object(self, name: str) -> Any: ...
+
+
+@dataclass
+class RecordContext:
+    """Everything a record may use: the trained model, its dataset, the market store, the run."""
+
+    model: Model
+    dataset: Dataset
+    store: QlibStore
+    recorder: RunRecorder
+
+
+@dataclass(frozen=True)
+class SignalAnalysis:
+    metrics: dict[str, float]
+    ic: pd.DataFrame  # columns ic, rank_ic; index datetime
+
+
+@dataclass(frozen=True)
+class PortfolioAnalysis:
+    report: pd.DataFrame
+    positions: pd.DataFrame
+    metrics: dict[str, float]
+
+
+def analyse_signal(pred: pd.Series, label: pd.Series, long_short: bool = False) -> SignalAnalysis:
+    """IC, ICIR, Rank IC, Rank ICIR (and long-short) of ``pred`` against the raw ``label``."""
+    return SignalAnalysis(signal_metrics(pred, label, long_short=long_short), daily_ic(pred, label))
+
+
+def analyse_portfolio(pred: pd.Series, store: QlibStore, config: BacktestConfig) -> PortfolioAnalysis:
+    """The TopkDropout backtest of ``pred`` and the risk analysis of its excess returns."""
+    result = run_backtest(pred, store, config)
+    return PortfolioAnalysis(result.report, result.positions, portfolio_metrics(result.report, result.indicators))
+
+
+@dataclass(kw_only=True)
+class SignalRecord:
+    """Predict the test segment; save ``pred`` (column ``score``) and the raw ``label``."""
+
+    name: str = field(default="signal", init=False)
+
+    def generate(self, ctx: RecordContext) -> dict[str, float]:
+        pred = ctx.model.predict(ctx.dataset, "test")
+        label = ctx.dataset.prepare("test", "label", view="raw")
+        ctx.recorder.save_objects(pred=pred.rename("score").to_frame(), label=label)
+        log.info("signal record: %d predictions", len(pred))
+        return {}
+
+
+def _pred_and_label(recorder: RunRecorder) -> tuple[pd.Series, pd.Series]:
+    pred = recorder.load_object("pred")
+    label = recorder.load_object("label")
+    return pred["score"], label.iloc[:, 0]
+
+
+@dataclass(kw_only=True)
+class SigAnaRecord:
+    """Signal analysis of the saved prediction: Qlib's IC metrics, daily IC, quantile returns, plots."""
+
+    ana_long_short: bool = False
+    ann_scaler: int = 252
+    name: str = field(default="sig_ana", init=False)
+
+    def generate(self, ctx: RecordContext) -> dict[str, float]:
+        pred, label = _pred_and_label(ctx.recorder)
+        analysis = analyse_signal(pred, label, long_short=self.ana_long_short)
+        ctx.recorder.log_metrics(analysis.metrics)
+        ctx.recorder.save_objects(
+            artifact_path="sig_analysis",
+            ic=analysis.ic,
+            quantile_returns=quantile_returns(pred, label),
+            ic_plot=ic_figure(analysis.ic),
+            quantile_plot=quantile_figure(pred, label),
+        )
+        return analysis.metrics
+
+
+@dataclass(kw_only=True)
+class PortAnaRecord:
+    """TopkDropout backtest of the saved prediction; report, positions, risk metrics, plots."""
+
+    topk: int = 50
+    n_drop: int = 5
+    hold_thresh: int = 1
+    risk_degree: float = 0.95
+    account: float = 1e8
+    limit_threshold: float | None = 0.095
+    deal_price: str = "close"
+    open_cost: float = 0.0005
+    close_cost: float = 0.0015
+    min_cost: float = 5.0
+    benchmark: str | None = "SH000300"
+    name: str = field(default="port_ana", init=False)
+
+    def config(self) -> BacktestConfig:
+        """The backtest settings of this record."""
+        params = {k: v for k, v in asdict(self).items() if k != "name"}
+        return BacktestConfig(**params)
+
+    def generate(self, ctx: RecordContext) -> dict[str, float]:
+        pred, _ = _pred_and_label(ctx.recorder)
+        analysis = analyse_portfolio(pred, ctx.store, self.config())
+        ctx.recorder.log_metrics(analysis.metrics)
+        ctx.recorder.save_objects(
+            artifact_path="portfolio_analysis",
+            report_normal_1day=analysis.report,
+            positions_normal_1day=analysis.positions,
+            port_analysis_1day=analysis.metrics,
+            excess_return_plot=excess_return_figure(analysis.report),
+        )
+        return analysis.metrics

@@ -1,0 +1,1 @@
+"""Models: one contract (base.py); LightGBM, DoubleEnsemble, GRU and MLP on a shared torch loop."""

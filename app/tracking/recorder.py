@@ -1,0 +1,359 @@
+"""One MLflow run, in Qlib's recorder vocabulary, on ``MlflowClient`` only (no fluent global run state).
+
+Every logging call reaches MLflow synchronously and raises :class:`TrackingError` when MLflow refuses it
+(Qlib's asynchronous logger swallows such errors). Params, tags and metrics go through one
+``log_batch`` per call (chunked at MLflow's per-batch limits); objects are stored in open formats
+(:mod:`app.tracking.artifacts`), never pickled.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import tempfile
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from app.errors import ArtifactNotFoundError, ConfigError, NoActiveRunError, TrackingError
+from app.tracking.artifacts import candidate_names, read_artifact, stage_object
+from app.tracking.provenance import run_tags
+from app.tracking.store import local_artifact_dir, mlflow_errors
+from app.tracking.values import (
+    MAX_METRICS_PER_BATCH,
+    MAX_PARAMS_TAGS_PER_BATCH,
+    clean_metrics,
+    flatten_params,
+    tag_values,
+    truncate,
+)
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
+
+log = logging.getLogger(__name__)
+
+RUNNING, FINISHED, FAILED, KILLED = "RUNNING", "FINISHED", "FAILED", "KILLED"
+END_STATUSES = (FINISHED, FAILED, KILLED)
+ERROR_TAG_LENGTH = 1000
+PARAMS_ARE_WRITE_ONCE = (
+    "MLflow params are write-once per run: a resumed run must log the same values. Start a new run "
+    "(resume=False) for new hyper-parameters, or record changing values as tags or metrics"
+)
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    """One logged value of a metric."""
+
+    step: int
+    value: float
+    timestamp: int
+
+
+class Recorder:
+    """One run of an experiment: params, metrics, tags and artifacts (Qlib's ``Recorder``).
+
+    A recorder made by name has no MLflow run until :meth:`start_run`; one made from a run id or an
+    MLflow ``Run`` refers to that run (and :meth:`start_run` resumes it).
+    """
+
+    def __init__(
+        self,
+        client: MlflowClient,
+        experiment_id: str,
+        *,
+        name: str | None = None,
+        run_id: str | None = None,
+        source_dir: Path | None = None,
+    ) -> None:
+        self._client = client
+        self._experiment_id = experiment_id
+        self._name = name
+        self._run_id = run_id
+        self._source_dir = source_dir
+
+    @classmethod
+    def from_run(cls, client: MlflowClient, run: Run, source_dir: Path | None = None) -> Recorder:
+        """A recorder for an existing MLflow run."""
+        return cls(
+            client, run.info.experiment_id, name=run.info.run_name, run_id=run.info.run_id, source_dir=source_dir
+        )
+
+    def __repr__(self) -> str:
+        return f"Recorder(id={self._run_id!r}, name={self._name!r}, experiment_id={self._experiment_id!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Recorder) and self._run_id is not None and other._run_id == self._run_id
+
+    def __hash__(self) -> int:
+        return hash(self._run_id) if self._run_id is not None else id(self)
+
+    @property
+    def id(self) -> str:
+        """The MLflow run id.
+
+        Raises:
+            NoActiveRunError: the recorder was made by name and never started.
+        """
+        if self._run_id is None:
+            raise NoActiveRunError(
+                f"recorder {self._name!r} of experiment {self._experiment_id} has no MLflow run yet; "
+                "call start_run() (or use ExpManager.start / R.start) before logging or reading it"
+            )
+        return self._run_id
+
+    @property
+    def name(self) -> str | None:
+        """The run name (``mlflow.runName``); MLflow picks one when started without a name."""
+        return self._name
+
+    @property
+    def experiment_id(self) -> str:
+        """Id of the experiment the run belongs to."""
+        return self._experiment_id
+
+    @property
+    def info(self) -> dict[str, object]:
+        """id, name, experiment_id, status, start_time/end_time (ms since epoch), artifact_uri (fetched now)."""
+        run = self._run()
+        return {
+            "id": run.info.run_id,
+            "name": run.info.run_name,
+            "experiment_id": run.info.experiment_id,
+            "status": run.info.status,
+            "start_time": run.info.start_time,
+            "end_time": run.info.end_time,
+            "artifact_uri": run.info.artifact_uri,
+        }
+
+    @property
+    def status(self) -> str:
+        """RUNNING, FINISHED, FAILED, KILLED or SCHEDULED, as MLflow has it now."""
+        return str(self._run().info.status)
+
+    @property
+    def artifact_uri(self) -> str:
+        """Root URI of the run's artifacts (``<artifact root>/<experiment>/<run id>/artifacts``)."""
+        return str(self._run().info.artifact_uri)
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    def start_run(self, task_hash: str | None = None) -> Recorder:
+        """Create the MLflow run (or resume it when it exists) and tag it with hostname, git_commit, task_hash.
+
+        Raises:
+            TrackingError: MLflow refused to create or update the run.
+        """
+        tags = run_tags(self._source_dir, task_hash)
+        if self._run_id is None:
+            with mlflow_errors(f"creating run {self._name!r} in experiment {self._experiment_id}"):
+                run = self._client.create_run(self._experiment_id, tags=tags, run_name=self._name)
+            self._run_id, self._name = run.info.run_id, run.info.run_name
+            log.info("recorder <%s> (%s) started in experiment %s", self._run_id, self._name, self._experiment_id)
+            return self
+        with mlflow_errors(f"resuming run {self._run_id}", "check the run id with R.list_recorders()"):
+            self._client.update_run(self._run_id, status=RUNNING)
+        self.set_tags(**tags)
+        log.info("recorder <%s> resumed in experiment %s", self._run_id, self._experiment_id)
+        return self
+
+    def end_run(self, status: str = FINISHED) -> None:
+        """Mark the run FINISHED, FAILED or KILLED.
+
+        Raises:
+            ConfigError: another status.
+            TrackingError: MLflow refused the update.
+        """
+        if status not in END_STATUSES:
+            raise ConfigError(f"end_run(status={status!r}): use one of {', '.join(END_STATUSES)}")
+        with mlflow_errors(f"ending run {self.id} as {status}"):
+            self._client.set_terminated(self.id, status=status)
+        log.info("recorder <%s> ended: %s", self.id, status)
+
+    def record_failure(self, exc: BaseException) -> None:
+        """Store why the run failed: tag ``error`` (type and message, truncated) and ``traceback.txt``."""
+        summary = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        self.set_tags(error=truncate("error", summary, ERROR_TAG_LENGTH))
+        self.save_objects(traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+
+    # -- params, metrics, tags ---------------------------------------------------------------------------
+
+    def log_params(self, params: Mapping[str, object] | None = None, /, **kwargs: object) -> None:
+        """Log params; nested mappings are flattened with dots (``model.kwargs.lr``), values stringified.
+
+        Raises:
+            ConfigError: over-long or duplicate keys (see :func:`app.tracking.values.flatten_params`).
+            TrackingError: MLflow refused them, e.g. a different value for an already logged param.
+        """
+        from mlflow.entities import Param
+
+        flat = flatten_params({**(params or {}), **kwargs})
+        items = [Param(k, v) for k, v in flat.items()]
+        for start in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
+            chunk = items[start : start + MAX_PARAMS_TAGS_PER_BATCH]
+            hint = PARAMS_ARE_WRITE_ONCE if start == 0 else ""
+            with mlflow_errors(f"logging params {', '.join(p.key for p in chunk[:5])}... to run {self.id}", hint):
+                self._client.log_batch(self.id, params=chunk)
+
+    def log_metrics(self, metrics: Mapping[str, float] | None = None, step: int | None = None, **kwargs: float) -> None:
+        """Log metrics at ``step`` (default 0) in one ``log_batch`` (chunked at 1000); NaN kept, inf skipped.
+
+        Implements :class:`app.models.base.CurveRecorder`. Qlib's ``log_metrics(step=..., **metrics)``
+        spelling works too.
+
+        Raises:
+            ConfigError: a non-numeric value, or a key given both in ``metrics`` and as a keyword.
+            TrackingError: MLflow refused the batch (e.g. a key with characters MLflow does not allow).
+        """
+        from mlflow.entities import Metric
+
+        merged: dict[str, object] = dict(metrics or {})
+        both = sorted(set(merged) & set(kwargs))
+        if both:
+            raise ConfigError(f"log_metrics got {', '.join(both)} both in the mapping and as keywords; pass it once")
+        merged.update(kwargs)
+        clean = clean_metrics(merged)
+        step_value = 0 if step is None else int(step)
+        timestamp = int(time.time() * 1000)
+        items = [Metric(k, v, timestamp, step_value) for k, v in clean.values.items()]
+        for start in range(0, len(items), MAX_METRICS_PER_BATCH):
+            chunk = items[start : start + MAX_METRICS_PER_BATCH]
+            with mlflow_errors(f"logging {len(chunk)} metrics at step {step_value} to run {self.id}"):
+                self._client.log_batch(self.id, metrics=chunk)
+
+    def set_tags(self, **tags: object) -> None:
+        """Set tags (values stringified, truncated to MLflow's 8000 characters); later values win.
+
+        Raises:
+            TrackingError: MLflow refused them.
+        """
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, v) for k, v in tag_values(tags).items()]
+        for start in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
+            with mlflow_errors(f"setting tags on run {self.id}"):
+                self._client.log_batch(self.id, tags=items[start : start + MAX_PARAMS_TAGS_PER_BATCH])
+
+    def list_metrics(self) -> dict[str, float]:
+        """Latest value of every metric (the value at the largest step)."""
+        return dict(self._run().data.metrics)
+
+    def list_params(self) -> dict[str, str]:
+        """Every param as logged (flattened, stringified)."""
+        return dict(self._run().data.params)
+
+    def list_tags(self) -> dict[str, str]:
+        """Every tag, MLflow's own (``mlflow.*``) included."""
+        return dict(self._run().data.tags)
+
+    def get_metric_history(self, key: str) -> list[MetricPoint]:
+        """Every logged value of ``key``, by step then time (empty when never logged)."""
+        with mlflow_errors(f"reading metric {key!r} of run {self.id}"):
+            history = self._client.get_metric_history(self.id, key)
+        points = [MetricPoint(int(m.step), float(m.value), int(m.timestamp)) for m in history]
+        return sorted(points, key=lambda p: (p.step, p.timestamp))
+
+    # -- artifacts ---------------------------------------------------------------------------------------
+
+    def save_objects(self, artifact_path: str | None = None, **objects: object) -> None:
+        """Store each object as an artifact in an open format chosen by its type, under ``artifact_path``.
+
+        See :mod:`app.tracking.artifacts` for the formats (``pred=frame`` -> ``pred.parquet``). All objects are
+        checked and written locally before anything is uploaded, so an unsupported object uploads nothing.
+        An artifact of the same name in the run is replaced.
+
+        Raises:
+            UnsupportedObjectError: an object with no open format (nothing is pickled).
+            ConfigError: a bad name, or an object of a supported type that cannot be written.
+            TrackingError: the upload failed.
+        """
+        prefix = artifact_path.strip("/") if artifact_path else None
+        with tempfile.TemporaryDirectory(prefix="qtrain-objects-") as tmp:
+            staging = Path(tmp)
+            staged = [stage_object(name, obj, staging) for name, obj in objects.items()]
+            names = [s.artifact_name for s in staged]
+            if len(set(names)) < len(names):
+                raise ConfigError(f"save_objects: {', '.join(objects)} map to the same artifact names {names}")
+            with mlflow_errors(f"uploading {', '.join(objects)} to run {self.id} ({self.artifact_uri})"):
+                if any(not s.is_dir for s in staged):
+                    self._client.log_artifacts(self.id, str(staging), prefix)
+                for s in staged:
+                    if s.is_dir:
+                        target = posixpath.join(prefix, s.artifact_name) if prefix else s.artifact_name
+                        self._client.log_artifacts(self.id, str(s.local_path), target)
+
+    def log_artifact(self, local_path: Path, artifact_path: str | None = None) -> None:
+        """Upload a local file or folder as it is (Qlib's ``log_artifact``).
+
+        Raises:
+            ConfigError: ``local_path`` does not exist.
+            TrackingError: the upload failed.
+        """
+        if not local_path.exists():
+            raise ConfigError(f"log_artifact: {local_path} does not exist")
+        with mlflow_errors(f"uploading {local_path} to run {self.id}"):
+            if local_path.is_dir():
+                target = posixpath.join(artifact_path, local_path.name) if artifact_path else local_path.name
+                self._client.log_artifacts(self.id, str(local_path), target)
+            else:
+                self._client.log_artifact(self.id, str(local_path), artifact_path)
+
+    def list_artifacts(self, path: str | None = None) -> list[str]:
+        """Artifact paths directly under ``path`` (the root by default), folders included."""
+        with mlflow_errors(f"listing artifacts of run {self.id} under {path or '/'}"):
+            return [info.path for info in self._client.list_artifacts(self.id, path)]
+
+    def download_artifact(self, path: str, dst_dir: Path | None = None) -> Path:
+        """Copy artifact ``path`` (file or folder) into ``dst_dir`` (default: a new temp folder); returns it."""
+        target = Path(tempfile.mkdtemp(prefix="qtrain-artifact-")) if dst_dir is None else dst_dir
+        target.mkdir(parents=True, exist_ok=True)
+        with mlflow_errors(f"downloading artifact {path!r} of run {self.id}"):
+            return Path(self._client.download_artifacts(self.id, path, str(target)))
+
+    def load_object(self, name: str, dst_dir: Path | None = None) -> object:
+        """Read back an object saved by :meth:`save_objects` (``"pred"`` or ``"pred.parquet"``, ``"sub/pred"``).
+
+        Files are parsed by extension (parquet -> DataFrame/Series, json -> value, png/bin -> bytes,
+        txt -> str). A folder (saved model) is copied to ``dst_dir`` (default: a new temp folder) and its
+        local Path returned.
+
+        Raises:
+            ArtifactNotFoundError: no such artifact (the message lists what the run holds there).
+            TrackingError: the name matches several artifacts (``pred.json`` and ``pred.parquet``).
+        """
+        chosen, is_dir = self._resolve(name)
+        if is_dir:
+            return self.download_artifact(chosen, dst_dir)
+        local = local_artifact_dir(self.artifact_uri)
+        if local is not None and (local / chosen).is_file():
+            return read_artifact(local / chosen)
+        with tempfile.TemporaryDirectory(prefix="qtrain-load-") as tmp:
+            return read_artifact(self.download_artifact(chosen, Path(tmp)))
+
+    def _resolve(self, name: str) -> tuple[str, bool]:
+        parent = posixpath.dirname(name.strip("/")) or None
+        listing = {info.path: info.is_dir for info in self._client.list_artifacts(self.id, parent)}
+        candidates = candidate_names(name.strip("/"))
+        if candidates[0] in listing:
+            return candidates[0], listing[candidates[0]]
+        found = [c for c in candidates[1:] if c in listing]
+        if len(found) == 1:
+            return found[0], listing[found[0]]
+        if found:
+            raise TrackingError(
+                f"load_object({name!r}) on run {self.id} matches {', '.join(found)}; pass the full name"
+            )
+        held = ", ".join(sorted(listing)) or "nothing"
+        raise ArtifactNotFoundError(
+            f"run {self.id} has no artifact {name!r} (under {parent or 'the root'} it holds: {held}); "
+            "check the name passed to save_objects, or list them with list_artifacts()"
+        )
+
+    def _run(self) -> Run:
+        with mlflow_errors(f"reading run {self.id}", "the run may have been deleted"):
+            return self._client.get_run(self.id)
