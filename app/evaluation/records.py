@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import pandas as pd
@@ -114,29 +114,17 @@ class SigAnaRecord:
 
 @dataclass(kw_only=True)
 class PortAnaRecord:
-    """TopkDropout backtest of the saved prediction; report, positions, risk metrics, plots."""
+    """TopkDropout backtest of the saved prediction; report, positions, risk metrics, plots.
 
-    topk: int = 50
-    n_drop: int = 5
-    hold_thresh: int = 1
-    risk_degree: float = 0.95
-    account: float = 1e8
-    limit_threshold: float | None = 0.095
-    deal_price: str = "close"
-    open_cost: float = 0.0005
-    close_cost: float = 0.0015
-    min_cost: float = 5.0
-    benchmark: str | None = "SH000300"
+    ``config`` holds the strategy and exchange settings (Qlib's defaults: topk 50, n_drop 5, ...).
+    """
+
+    config: BacktestConfig = field(default_factory=BacktestConfig)
     name: str = field(default="port_ana", init=False)
-
-    def config(self) -> BacktestConfig:
-        """The backtest settings of this record."""
-        params = {k: v for k, v in asdict(self).items() if k != "name"}
-        return BacktestConfig(**params)
 
     def generate(self, ctx: RecordContext) -> dict[str, float]:
         pred, _ = _pred_and_label(ctx.recorder)
-        analysis = analyse_portfolio(pred, ctx.store, self.config())
+        analysis = analyse_portfolio(pred, ctx.store, self.config)
         ctx.recorder.log_metrics(analysis.metrics)
         ctx.recorder.save_objects(
             artifact_path="portfolio_analysis",

@@ -16,6 +16,7 @@ from app.data.store import QlibStore
 from app.data.synth import SynthSpec, write_synth_market
 from app.dataset.handler import DataHandler, DatasetSpec
 from app.dataset.processors import CSZScoreNorm, DropnaLabel
+from app.evaluation.backtest import BacktestConfig
 from app.evaluation.records import PortAnaRecord, RecordContext, SigAnaRecord, SignalRecord
 from app.features.handlers import alpha158
 from app.models.lgbm import LightGBMModel
@@ -40,7 +41,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[QlibStore, DatasetS
 
 
 def _records() -> list[SignalRecord | SigAnaRecord | PortAnaRecord]:
-    return [SignalRecord(), SigAnaRecord(ana_long_short=True), PortAnaRecord(topk=5, n_drop=1)]
+    return [SignalRecord(), SigAnaRecord(ana_long_short=True), PortAnaRecord(config=BacktestConfig(topk=5, n_drop=1))]
 
 
 def test_records_in_a_run_and_plain_readers(setup: tuple[QlibStore, DatasetSpec, Path]) -> None:
@@ -98,7 +99,9 @@ def test_failing_record_ends_failed_with_traceback(setup: tuple[QlibStore, Datas
     model.fit(dataset)
     with pytest.raises(Exception, match="nowhere"), manager.start(experiment_name="records") as recorder:
         SignalRecord().generate(RecordContext(model, dataset, store, recorder))
-        PortAnaRecord(benchmark="NOWHERE").generate(RecordContext(model, dataset, store, recorder))
+        PortAnaRecord(config=BacktestConfig(benchmark="NOWHERE")).generate(
+            RecordContext(model, dataset, store, recorder)
+        )
     failed = manager.get_recorder(recorder.id)
     assert failed.status == "FAILED"
     assert "NOWHERE" in failed.list_tags()["error"]
