@@ -43,3 +43,21 @@ def test_every_env_var_is_documented() -> None:
     example = (ROOT / "docker" / ".env.example").read_text()
     for key in ENV_VARS:
         assert key in example, f"{key} missing from docker/.env.example"
+
+
+def test_library_packages_do_not_import_hydra_or_celery() -> None:
+    offenders = []
+    for path in ROOT.glob("app/*/**/*.py"):
+        text = path.read_text()
+        if re.search(r"^\s*(import|from)\s+(hydra|celery|tasks)\b", text, flags=re.M):
+            offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == []
+
+
+def test_no_pickle_in_app() -> None:
+    offenders = [
+        str(p.relative_to(ROOT))
+        for p in ROOT.glob("app/**/*.py")
+        if re.search(r"^\s*(import|from)\s+(pickle|cloudpickle|dill|joblib)\b|torch\.save\(", p.read_text(), flags=re.M)
+    ]
+    assert offenders == []
