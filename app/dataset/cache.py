@@ -11,8 +11,6 @@ in the Arrow schema metadata. No pickle.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import hashlib
 import json
 import logging
 import os
@@ -24,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.feather as feather
 
-from app.errors import ConfigError
+from app import canonical
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +59,7 @@ class FeatureCache:
             ConfigError: ``key`` holds a value JSON cannot represent.
         """
         text = canonical_json(key)
-        path = self.root / f"{_sha256(text)}{SUFFIX}"
+        path = self.root / f"{canonical.sha256_text(text)}{SUFFIX}"
         if path.is_file():
             try:
                 return _read(path, text), True
@@ -74,42 +72,17 @@ class FeatureCache:
 
 
 def canonical_json(key: Mapping[str, object]) -> str:
-    """``key`` as JSON with sorted keys and no spaces; paths and dates become strings.
+    """``key`` as canonical JSON (:mod:`app.canonical`: sorted keys, paths and dates as strings).
 
     Raises:
-        ConfigError: a value is not a str, number, bool, None, list, tuple, dict, Path or date.
+        ConfigError: a value JSON cannot represent, naming its key.
     """
-    try:
-        return json.dumps(
-            key, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_jsonable
-        )
-    except ValueError:
-        raise ConfigError(
-            f"a number in the cache key (keys {', '.join(map(str, key))}) is NaN or infinite, which JSON cannot "
-            "represent; use a finite number or a string."
-        ) from None
+    return canonical.canonical_json(key, "cache key")
 
 
 def key_digest(key: Mapping[str, object]) -> str:
     """Hex sha256 of :func:`canonical_json` of ``key``."""
-    return _sha256(canonical_json(key))
-
-
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _jsonable(value: object) -> object:
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, dt.date):  # datetime and pd.Timestamp too
-        return value.isoformat()
-    if isinstance(value, (set, frozenset)):
-        return sorted(value, key=repr)
-    raise ConfigError(
-        f"cache key value {value!r} of type {type(value).__name__} is not JSON; "
-        "use str, int, float, bool, None, list, dict, Path or a date."
-    )
+    return canonical.digest(key, "cache key")
 
 
 def _write_atomic(path: Path, frame: pd.DataFrame, key_text: str) -> None:

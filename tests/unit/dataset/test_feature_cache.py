@@ -101,9 +101,9 @@ def test_key_must_be_json(tmp_path: Path) -> None:
     assert canonical_json({"b": 1, "a": [Path("/x"), pd.Timestamp("2020-01-02")]}) == (
         '{"a":["/x","2020-01-02T00:00:00"],"b":1}'
     )
-    with pytest.raises(ConfigError, match=r"type object is not JSON"):
+    with pytest.raises(ConfigError, match=r"cache key.x = <object object .*> of type object is not JSON"):
         FeatureCache(tmp_path).get_or_build({"x": object()}, Builder())
-    with pytest.raises(ConfigError, match=r"NaN or infinite"):
+    with pytest.raises(ConfigError, match=r"cache key.x is nan, which JSON cannot represent"):
         key_digest({"x": float("nan")})
 
 

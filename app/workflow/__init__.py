@@ -1,0 +1,1 @@
+"""Orchestration: task specs, task_train, trainers, rolling tasks (knows nothing of Celery or Hydra)."""
