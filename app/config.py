@@ -52,3 +52,29 @@ def compose_dataset(option: str, *, market: str, start: str, end: str) -> Any:
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         cfg = compose(overrides=overrides)
     return instantiate(cfg.dataset)
+
+
+def build_components(spec: Any) -> Any:
+    """Instantiate a task spec's ``data``, ``dataset``, ``model`` and ``records`` nodes (``app.workflow.spec``).
+
+    Raises:
+        ConfigError: a node cannot be built; the message is the underlying error (key named), not Hydra's
+            wrapper.
+    """
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    from app.workflow.train import Components
+
+    body = spec.body
+    missing = [k for k in ("data", "dataset", "model") if k not in body]
+    if missing:
+        raise ConfigError(f"task spec lacks {', '.join(missing)}; a task needs data, dataset and model")
+    built = {}
+    for key in ("data", "dataset", "model", "records"):
+        try:
+            built[key] = instantiate(body.get(key, []), _convert_="all")
+        except InstantiationException as exc:
+            cause = exc.__cause__ or exc
+            raise ConfigError(f"{key}: {cause}") from cause
+    return Components(store=built["data"], dataset=built["dataset"], model=built["model"], records=built["records"])

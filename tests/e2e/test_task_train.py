@@ -1,0 +1,103 @@
+"""task_train and TrainerR on a small market: one FINISHED run per task, failures recorded, order kept."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.config import build_components
+from app.data.synth import SynthSpec, write_synth_market
+from app.errors import ConfigError
+from app.tracking.manager import ExpManager
+from app.workflow.spec import TaskSpec
+from app.workflow.train import task_train
+from app.workflow.trainer import TrainerR
+
+pytestmark = pytest.mark.slow
+
+
+def _spec(root: Path, **model: Any) -> dict[str, Any]:
+    segments = {"train": ["2015-01-05", "2015-10-30"], "valid": ["2015-11-02", "2015-12-31"],
+                "test": ["2016-01-04", "2016-03-31"]}  # fmt: skip
+    return {
+        "seed": 0,
+        "data": {"_target_": "app.data.store.QlibStore", "root": str(root)},
+        "dataset": {
+            "_target_": "app.dataset.handler.DatasetSpec",
+            "segments": segments,
+            "handler": {
+                "_target_": "app.dataset.handler.DataHandler",
+                "features": {"_target_": "app.features.handlers.alpha158", "rolling_windows": [5, 20]},
+                "market": "synth",
+                "start_time": "2015-01-05",
+                "end_time": "2016-03-31",
+                "fit_start_time": "2015-01-05",
+                "fit_end_time": "2015-10-30",
+                "learn_processors": [
+                    {"_target_": "app.dataset.processors.DropnaLabel"},
+                    {"_target_": "app.dataset.processors.CSZScoreNorm", "fields_group": "label"},
+                ],
+            },
+        },
+        "model": {
+            "_target_": "app.models.lgbm.LightGBMModel",
+            "num_boost_round": 20,
+            "num_threads": 1,
+            "num_leaves": 15,
+            **model,
+        },
+        "records": [
+            {"_target_": "app.evaluation.records.SignalRecord"},
+            {"_target_": "app.evaluation.records.SigAnaRecord"},
+            {
+                "_target_": "app.evaluation.records.PortAnaRecord",
+                "config": {"_target_": "app.evaluation.backtest.BacktestConfig", "topk": 5, "n_drop": 1},
+            },
+        ],
+    }
+
+
+@pytest.fixture(scope="module")
+def market(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("task") / "store"
+    write_synth_market(root, SynthSpec(instruments=25, days=330, seed=5, signal=2.0))
+    return root
+
+
+def test_task_train_records_one_run(market: Path, tmp_path: Path) -> None:
+    manager = ExpManager(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts")
+    spec = TaskSpec.from_mapping(_spec(market))
+    result = task_train(spec, build_components(spec), manager, experiment_name="task")
+    recorder = manager.get_recorder(result.run_id)
+    assert recorder.status == "FINISHED"
+    assert {"IC", "1day.excess_return_with_cost.annualized_return"} <= set(result.metrics)
+    assert recorder.list_params()["model.num_leaves"] == "15"
+    assert recorder.list_tags()["task_hash"] == spec.hash and recorder.list_tags()["model"] == "lgbm"
+    assert {"spec.json", "model", "pred.parquet"} <= set(recorder.list_artifacts())
+    assert recorder.load_object("spec") == spec.body
+    assert "valid.l2" in recorder.list_metrics()
+
+
+def test_trainer_records_failures_and_keeps_order(market: Path, tmp_path: Path) -> None:
+    manager = ExpManager(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts")
+    good = _spec(market)
+    bad = copy.deepcopy(good)
+    bad["records"][2]["config"]["benchmark"] = "NOWHERE"
+    other = _spec(market, num_leaves=7)
+    specs = [TaskSpec.from_mapping(s) for s in (good, bad, other)]
+    results = TrainerR(manager, build_components, experiment_name="sweep").train(specs)
+    assert [r.error is None for r in results] == [True, False, True]
+    assert "NOWHERE" in (results[1].error or "")
+    assert manager.get_recorder(results[1].run_id).status == "FAILED"
+    assert manager.get_recorder(results[2].run_id).list_params()["model.num_leaves"] == "7"
+    with pytest.raises(Exception, match="NOWHERE"):
+        TrainerR(manager, build_components, experiment_name="sweep", fail_fast=True).train(specs[1:])
+
+
+def test_bad_model_key_fails_before_any_run(market: Path) -> None:
+    spec = TaskSpec.from_mapping(_spec(market, num_leavs=3))
+    with pytest.raises(ConfigError, match=r"model: .*'num_leavs'.*did you mean num_leaves"):
+        build_components(spec)
