@@ -22,6 +22,11 @@ SAMPLE_DAYS = 1500
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``qtrain`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"]:
+        from app.run import run
+
+        return run(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -48,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"qtrain {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
+    commands.add_parser(
+        "run", help="train one task (Hydra overrides, e.g. model=double_ensemble seed=3; -m for sweeps)", add_help=False
+    )
     demo = commands.add_parser("demo", help="create the sample market on first use and summarise it")
     demo.set_defaults(func=_demo)
 

@@ -78,3 +78,24 @@ def build_components(spec: Any) -> Any:
             cause = exc.__cause__ or exc
             raise ConfigError(f"{key}: {cause}") from cause
     return Components(store=built["data"], dataset=built["dataset"], model=built["model"], records=built["records"])
+
+
+def task_spec_from_config(cfg: Any) -> Any:
+    """Resolve a composed ``conf/config.yaml`` (minus Hydra's own node) into a :class:`TaskSpec`.
+
+    Raises:
+        ConfigError: an interpolation cannot be resolved, or a value is not JSON.
+    """
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from app.workflow.spec import TaskSpec
+
+    try:
+        body = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"config cannot be resolved: {exc}") from None
+    assert isinstance(body, dict)
+    spec = {str(key): value for key, value in body.items() if key != "hydra"}
+    spec["records"] = list((spec.pop("record", None) or {}).values())
+    return TaskSpec.from_mapping(spec)
