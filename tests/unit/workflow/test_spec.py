@@ -40,6 +40,7 @@ def test_same_hash_across_processes() -> None:
         out = subprocess.run(
             [sys.executable, "-c", code, json.dumps(REORDERED)], env=env, capture_output=True, text=True
         )
+        assert out.returncode == 0, out.stderr[-2000:]
         hashes.add(out.stdout.strip())
     assert hashes == {TaskSpec.from_mapping(SPEC).hash}
 
