@@ -14,10 +14,7 @@ from pathlib import Path
 
 from app import __version__
 from app.errors import ConfigError, QtrainError
-from app.settings import Settings, load_settings
-
-SAMPLE_INSTRUMENTS = 100
-SAMPLE_DAYS = 1500
+from app.settings import SAMPLE_DAYS, SAMPLE_INSTRUMENTS, Settings, load_settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -56,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "run", help="train one task (Hydra overrides, e.g. model=double_ensemble seed=3; -m for sweeps)", add_help=False
     )
+    end = commands.add_parser("end", help="fit runs prepared by `qtrain run trainer=delayed trainer.end=false`")
+    end.add_argument("run_ids", nargs="+", metavar="RUN_ID", help="SCHEDULED (or FAILED, to retry) runs")
+    end.set_defaults(func=_end)
     demo = commands.add_parser("demo", help="create the sample market on first use and summarise it")
     demo.set_defaults(func=_demo)
 
@@ -168,6 +168,27 @@ def _data_synth(args: argparse.Namespace, settings: Settings) -> None:
         f"wrote a synthetic market of {args.instruments} instruments x {args.days} days (seed {args.seed}) "
         f"to {args.dest} in {time.perf_counter() - started:.1f}s"
     )
+
+
+def _end(args: argparse.Namespace, settings: Settings) -> None:
+    from app.config import build_components
+    from app.dataset.cache import FeatureCache
+    from app.tracking.manager import ExpManager
+    from app.workflow.train import end_task_train
+
+    manager = ExpManager(settings.tracking_uri, settings.artifact_root)
+    cache = FeatureCache(settings.cache_dir / "features")
+    failed = []
+    for run_id in args.run_ids:
+        try:
+            result = end_task_train(run_id, manager, build_components, cache=cache)
+        except Exception as exc:  # a refused run is untouched, a failed one is FAILED with its traceback; go on
+            failed.append(f"{run_id}: {type(exc).__name__}: {exc}")
+            continue
+        metrics = ", ".join(f"{k} {result.metrics[k]:.4f}" for k in ("IC", "Rank IC") if k in result.metrics)
+        print(f"run {run_id} finished{': ' + metrics if metrics else ''}")
+    if failed:
+        raise QtrainError(f"{len(failed)} of {len(args.run_ids)} runs failed: " + "; ".join(failed))
 
 
 def _data_features(args: argparse.Namespace, settings: Settings) -> None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from app.errors import ConfigError
+from app.errors import ConfigError, DataError
+from app.settings import SAMPLE_DAYS, SAMPLE_INSTRUMENTS, Settings
 
 
 def conf_dir() -> Path:
@@ -45,21 +46,90 @@ def compose_dataset(option: str, *, market: str, start: str, end: str) -> Any:
     if option not in options:
         raise ConfigError(f"unknown dataset handler {option!r}; choose one of: {', '.join(options)}")
     overrides = [
-        f"+dataset={option}",
-        f"dataset.handler.market={market}",
-        f"dataset.segments={{train:[{start},{end}],valid:[{start},{end}],test:[{start},{end}]}}",
+        f"dataset={option}",
+        f"data.market={market}",
+        f"data.segments={{train:[{start},{end}],valid:[{start},{end}],test:[{start},{end}]}}",
     ]
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = compose(overrides=overrides)
+        cfg = compose("config", overrides=overrides)
     return instantiate(cfg.dataset)
 
 
-def build_components(spec: Any) -> Any:
-    """Instantiate a task spec's ``data``, ``dataset``, ``model`` and ``records`` nodes (``app.workflow.spec``).
+def prepare_config(cfg: Any, data_choice: str | None, settings: Settings) -> None:
+    """Settle what depends on the machine, in place, before the config is resolved.
+
+    The sample market lives in ``settings.data_dir`` (created on first use); ``data.segments: auto`` becomes
+    dates from the store's calendar.
 
     Raises:
-        ConfigError: a node cannot be built; the message is the underlying error (key named), not Hydra's
-            wrapper.
+        ConfigError: ``data.store.root`` is missing, or ``auto`` segments cannot be computed.
+        DataError: the store cannot be read.
+    """
+    from omegaconf import OmegaConf
+
+    from app.data.describe import ensure_sample_market
+    from app.data.store import QlibStore
+    from app.dataset.segments import auto_segments
+
+    if data_choice == "sample":
+        cfg.data.store.root = str(settings.data_dir)
+        if ensure_sample_market(settings.data_dir, SAMPLE_INSTRUMENTS, SAMPLE_DAYS):
+            print(f"created the sample market at {settings.data_dir}")
+    if OmegaConf.is_missing(cfg.data.store, "root"):
+        raise ConfigError("data.store.root is missing: pass the store directory, e.g. data.store.root=/path/to/store")
+    if OmegaConf.select(cfg, "data.segments") == "auto":
+        cfg.data.segments = auto_segments(QlibStore(cfg.data.store.root), str(cfg.data.market))
+
+
+def resolve_config(cfg: Any) -> dict[str, Any]:
+    """The composed config as plain data: interpolations resolved, Hydra's own node dropped.
+
+    Raises:
+        ConfigError: an interpolation cannot be resolved, or a mandatory value (``???``) was not given.
+    """
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    body: dict[str, Any] = {}
+    for key in cfg:
+        if key == "hydra":  # Hydra's node holds job-time values (hydra.job.num) that only exist inside a job
+            continue
+        try:
+            node = cfg[key]
+            body[str(key)] = (
+                OmegaConf.to_container(node, resolve=True, throw_on_missing=True) if OmegaConf.is_config(node) else node
+            )
+        except OmegaConfBaseException as exc:
+            full_key = getattr(exc, "full_key", None) or key
+            message = str(exc).splitlines()[0]
+            if "Missing mandatory value" in message:
+                message = "no value given (???); set it on the command line"
+            raise ConfigError(f"{full_key}: {message}") from None
+    return body
+
+
+def task_spec_from_config(cfg: Any) -> Any:
+    """Resolve a composed ``conf/config.yaml`` into a checked :class:`TaskSpec` (everything but ``trainer``).
+
+    Raises:
+        ConfigError: an unresolved value, a key a target does not take, or a value of the wrong type (key named).
+    """
+    from app.schema import check_spec_types
+    from app.workflow.spec import TaskSpec
+
+    body = resolve_config(cfg)
+    body.pop("trainer", None)
+    check_spec_types(body)
+    body["records"] = list((body.pop("record", None) or {}).values())
+    return TaskSpec.from_mapping(body)
+
+
+def build_components(spec: Any) -> Any:
+    """Instantiate a task spec's ``data.store``, ``dataset``, ``model`` and ``records`` (``app.workflow.spec``)
+    and check the dataset against the store (segments inside the calendar, a non-empty universe).
+
+    Raises:
+        ConfigError, DataError: a node cannot be built or does not fit the data; the message names the key.
     """
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
@@ -70,32 +140,22 @@ def build_components(spec: Any) -> Any:
     missing = [k for k in ("data", "dataset", "model") if k not in body]
     if missing:
         raise ConfigError(f"task spec lacks {', '.join(missing)}; a task needs data, dataset and model")
+    if not isinstance(body["data"], dict) or "store" not in body["data"]:
+        raise ConfigError("data: expected a node with store (a _target_ node), market, benchmark and segments")
+    nodes = {"data.store": body["data"]["store"], "dataset": body["dataset"], "model": body["model"]}
+    nodes["records"] = body.get("records", [])
     built = {}
-    for key in ("data", "dataset", "model", "records"):
+    for key, node in nodes.items():
         try:
-            built[key] = instantiate(body.get(key, []), _convert_="all")
+            built[key] = instantiate(node, _convert_="all")
         except InstantiationException as exc:
             cause = exc.__cause__ or exc
             raise ConfigError(f"{key}: {cause}") from cause
-    return Components(store=built["data"], dataset=built["dataset"], model=built["model"], records=built["records"])
-
-
-def task_spec_from_config(cfg: Any) -> Any:
-    """Resolve a composed ``conf/config.yaml`` (minus Hydra's own node) into a :class:`TaskSpec`.
-
-    Raises:
-        ConfigError: an interpolation cannot be resolved, or a value is not JSON.
-    """
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    from app.workflow.spec import TaskSpec
-
+    components = Components(
+        store=built["data.store"], dataset=built["dataset"], model=built["model"], records=built["records"]
+    )
     try:
-        body = OmegaConf.to_container(cfg, resolve=True)
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"config cannot be resolved: {exc}") from None
-    assert isinstance(body, dict)
-    spec = {str(key): value for key, value in body.items() if key != "hydra"}
-    spec["records"] = list((spec.pop("record", None) or {}).values())
-    return TaskSpec.from_mapping(spec)
+        components.dataset.check(components.store)
+    except (ConfigError, DataError) as exc:
+        raise type(exc)(f"dataset.{exc} (the market and segments come from data.market and data.segments)") from None
+    return components

@@ -17,7 +17,8 @@ QtrainError
     ├── ExperimentNotFoundError an experiment name/id the tracking store does not hold (also a KeyError)
     ├── RecorderNotFoundError   a run id/name the experiment does not hold (also a KeyError)
     ├── ArtifactNotFoundError   an artifact name the run does not hold (also a KeyError)
-    └── NoActiveRunError        a recorder call made outside a started run
+    ├── NoActiveRunError        a recorder call made outside a started run
+    └── RunStatusError          a run in a state that forbids the call (e.g. finishing a FINISHED task again)
 
 Messages say what is wrong, where (file, row, key) and how to fix it.
 """
@@ -121,6 +122,10 @@ class EmptySegmentError(DateRangeError):
         )
 
 
+class EmptyUniverseError(DataError):
+    """A market lists no instrument during a segment or the handler's window."""
+
+
 class UnsupportedObjectError(ConfigError, TypeError):
     """``save_objects`` was given an object it cannot store in an open format (it never pickles)."""
 
@@ -149,3 +154,14 @@ class ArtifactNotFoundError(TrackingError, KeyError):
 
 class NoActiveRunError(TrackingError):
     """A call that needs a running recorder was made outside ``start``/``end``."""
+
+
+class RunStatusError(TrackingError):
+    """A run's status (or its stored task) forbids the call, e.g. ``end_task_train`` on a FINISHED run.
+
+    ``run_id`` and ``status`` name the run and the status MLflow holds for it.
+    """
+
+    def __init__(self, run_id: str, status: str, message: str) -> None:
+        self.run_id, self.status = run_id, status
+        super().__init__(message)

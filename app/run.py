@@ -1,64 +1,290 @@
-"""``qtrain run [overrides]``: the Hydra application that composes, validates and trains one task spec.
+"""``qtrain run [overrides]``: the Hydra application that composes, validates and trains task specs.
 
-Sweeps use Hydra's multirun (``qtrain run -m seed=0,1,2 model=lgbm,double_ensemble``); each job trains one
-spec. Heavy libraries load only once a job starts.
+Before Hydra starts, every job of the command line (one, or each point of a ``-m`` sweep) is composed, resolved,
+type-checked and checked against its data, so a bad config fails at once with one line naming the key, and a
+sweep never half-runs. Then each Hydra job trains its spec with the configured trainer (``trainer=local``,
+``delayed`` or ``rolling``) and writes ``result.json`` into its output directory; the sweep callback
+(:mod:`app.sweep`) turns those into the summary table. Heavy libraries load only once a job starts.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from app.config import conf_dir
-from app.errors import QtrainError
+from app.errors import ConfigError, QtrainError
 from app.settings import get_settings
+
+EXIT_CONFIG = 2
+EXIT_TASK_FAILED = 1
 
 
 def run(argv: Sequence[str]) -> int:
     """Run the Hydra app with ``argv`` as its command line; returns the exit status."""
     import hydra
+    from hydra._internal.utils import get_args_parser
 
+    from app import sweep
+
+    args = get_args_parser().parse_args(list(argv))
+    inspecting = args.help or args.hydra_help or args.cfg or args.info or args.shell_completion
+    if not inspecting:
+        try:
+            jobs = validate_jobs(args.overrides, multirun=args.multirun, config_name=args.config_name or "config")
+        except QtrainError as exc:
+            if get_settings().debug:
+                raise
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        sweep.begin(total=len(jobs) if args.multirun else None)
+    status = {"code": 0}
     sys.argv = ["qtrain run", *argv]
 
     @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
     def job(cfg: Any) -> None:
         try:
-            _train(cfg)
+            if not train_job(cfg):
+                status["code"] = EXIT_TASK_FAILED
         except QtrainError as exc:
             if get_settings().debug:
                 raise
             print(f"error: {exc}", file=sys.stderr)
-            sys.exit(2)
+            status["code"] = EXIT_CONFIG
 
     job()
-    return 0
+    return status["code"] or (EXIT_TASK_FAILED if sweep.failed_jobs() else 0)
 
 
-def _train(cfg: Any) -> None:
+def validate_jobs(overrides: Sequence[str], *, multirun: bool, config_name: str = "config") -> list[list[str]]:
+    """Compose and check every job the command line asks for; returns each job's overrides.
+
+    Raises:
+        ConfigError: an override cannot be parsed, names an unknown option or key, a value has the wrong type,
+            or a job's dataset does not fit its data (segments outside the calendar, empty universe).
+        DataError: a store cannot be read.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from app.config import build_components, prepare_config, task_spec_from_config
+
+    jobs = expand_sweep(overrides, multirun=multirun)
+    settings = get_settings()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        for i, job_overrides in enumerate(jobs):
+            where = f"job {i} ({' '.join(job_overrides) or 'defaults'}): " if len(jobs) > 1 else ""
+            try:
+                try:
+                    cfg = compose(config_name, overrides=job_overrides, return_hydra_config=True)
+                except (HydraException, OmegaConfBaseException) as exc:
+                    raise ConfigError(compose_error_message(exc)) from None
+                prepare_config(cfg, cfg.hydra.runtime.choices.get("data"), settings)
+                spec = task_spec_from_config(cfg)
+                trainer = check_trainer(cfg)
+                build_components(spec)
+                if trainer["rolling"]:
+                    rolling_windows(cfg, trainer["rolling"])
+            except QtrainError as exc:
+                if where:
+                    exc.args = (f"{where}{exc}",)
+                raise
+    return jobs
+
+
+def expand_sweep(overrides: Sequence[str], *, multirun: bool) -> list[list[str]]:
+    """The jobs Hydra's basic sweeper will launch (cartesian product of ``a=1,2`` sweeps); one job without -m.
+
+    With another sweeper (``hydra/sweeper=optuna``) or non-enumerable sweeps (``interval(...)``) only the
+    non-sweep overrides are checked (the sweeper picks the values later).
+
+    Raises:
+        ConfigError: an override does not parse, or a sweep was given without ``-m``.
+    """
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException as exc:
+        raise ConfigError(compose_error_message(exc)) from None
+    sweeps = [o for o in parsed if o.is_sweep_override()]
+    if sweeps and not multirun:
+        raise ConfigError(f"{sweeps[0].input_line} is a sweep; add -m to run one job per value (qtrain run -m ...)")
+    custom_sweeper = any(o.key_or_group == "hydra/sweeper" and o.value() != "basic" for o in parsed)
+    if not sweeps or custom_sweeper:
+        return [[str(o.input_line) for o in parsed if not o.is_sweep_override()]]
+    try:
+        batches = BasicSweeper.split_arguments(parsed, None)
+    except HydraException:
+        return [[str(o.input_line) for o in parsed if not o.is_sweep_override()]]
+    return [list(job) for job in batches[0]]
+
+
+def compose_error_message(exc: BaseException) -> str:
+    """Hydra's multi-line composition errors as one line that names the override or key."""
+    from hydra.errors import MissingConfigException
+
+    if isinstance(exc, MissingConfigException) and exc.options:
+        group = (exc.missing_cfg_file or "").rsplit("/", 1)[0]
+        wanted = (exc.missing_cfg_file or "").rsplit("/", 1)[-1]
+        return f"{group}={wanted}: no such option in conf/{group}/; choose one of: {', '.join(exc.options)}"
+    cause = exc
+    while cause.__cause__ is not None and not getattr(cause, "full_key", None):
+        cause = cause.__cause__
+    key = getattr(cause, "full_key", None)
+    first = " ".join(str(exc).split("\n\n", 1)[0].split())
+    detail = " ".join(str(cause).splitlines()[0].split()) if cause is not exc else ""
+    text = f"{first} ({detail})" if detail and detail not in first else first
+    if key and "not in struct" in f"{cause} {text}":
+        return (
+            f"{key}: no such key in the config; check the spelling (qtrain run --cfg job shows every key), "
+            f"or add a new one with a leading + (+{key}=...)"
+        )
+    return f"{key}: {text}" if key and not first.startswith(str(key)) else text
+
+
+def check_trainer(cfg: Any) -> dict[str, Any]:
+    """The ``trainer`` node, checked (its target's parameters, rolling settings); returns it resolved.
+
+    Raises:
+        ConfigError: unknown trainer parameters or rolling settings.
+    """
+    from app.config import resolve_config
+    from app.schema import check_spec_types
+
+    node = dict(resolve_config(cfg).get("trainer") or {})
+    rolling, end = node.pop("rolling", None), node.pop("end", True)
+    check_spec_types({"trainer": node})
+    if rolling is not None:
+        unknown = set(rolling) - {"step", "mode", "trunc_days"}
+        if unknown:
+            raise ConfigError(f"trainer.rolling.{sorted(unknown)[0]}: unknown; rolling takes step, mode, trunc_days")
+        target = {"_target_": "app.dataset.segments.rolling_segments", "_partial_": True}
+        check_spec_types({"trainer": {"rolling": {**target, **rolling}}})
+    return {**node, "rolling": rolling, "end": bool(end)}
+
+
+def train_job(cfg: Any) -> bool:
+    """One Hydra job: build its spec(s), train with the configured trainer, print and save the outcome.
+
+    Returns:
+        True when every task finished.
+    """
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from hydra.utils import instantiate
 
-    from app.config import build_components, task_spec_from_config
-    from app.data.describe import ensure_sample_market
+    from app.config import build_components, prepare_config, task_spec_from_config
     from app.dataset.cache import FeatureCache
     from app.tracking.manager import ExpManager
-    from app.tracking.summary import KEY_METRICS
-    from app.workflow.train import task_train
 
     settings = get_settings()
-    if HydraConfig.get().runtime.choices.get("data") == "sample":
-        cfg.data.root = str(settings.data_dir)  # the sample market lives where QTRAIN_DATA_DIR says
-        if ensure_sample_market(settings.data_dir, 100, 1500):
-            print(f"created the sample market at {settings.data_dir}")
+    hydra_cfg = HydraConfig.get()
+    prepare_config(cfg, hydra_cfg.runtime.choices.get("data"), settings)
     spec = task_spec_from_config(cfg)
-    components = build_components(spec)
+    trainer_node = check_trainer(cfg)
+    rolling, end = trainer_node.pop("rolling"), trainer_node.pop("end")
     manager = ExpManager(settings.tracking_uri, settings.artifact_root)
-    result = task_train(
-        spec, components, manager, experiment_name=str(cfg.experiment_name),
-        cache=FeatureCache(settings.cache_dir / "features"),
-    )  # fmt: skip
-    print(f"run {result.run_id} (experiment {cfg.experiment_name}, task {spec.hash[:12]}) finished")
+    experiment = str(cfg.experiment_name)
+    cache = FeatureCache(settings.cache_dir / "features")
+    trainer = instantiate(trainer_node)(manager, build_components, experiment_name=experiment, cache=cache)
+    specs = rolling_specs(cfg, rolling) if rolling else [spec]
+    results = trainer.train(specs)
+    if trainer.delayed:
+        if not end:
+            print(f"prepared {len(results)} run(s); fit them with: qtrain end {' '.join(r.run_id for r in results)}")
+            return all(r.error is None for r in results)
+        results = trainer.end_train(results)
+    final = results[-1]
+    if rolling and all(r.error is None for r in results):
+        final = _merge_rolling(manager, results, spec, rolling, experiment)
+    elif rolling:
+        final = next(r for r in results if r.error)
+    outcome = {
+        "overrides": list(hydra_cfg.overrides.task),
+        "task_hash": spec.hash,
+        "model": str(cfg.model.get("_target_", "?")).rsplit(".", 1)[-1],
+        "seed": cfg.get("seed"),
+        "run_id": final.run_id,
+        "status": "FAILED" if final.error else "FINISHED",
+        "error": final.error,
+        "metrics": final.metrics,
+        "windows": [r.run_id for r in results] if rolling else None,
+    }
+    Path(hydra_cfg.runtime.output_dir, "result.json").write_text(json.dumps(outcome, indent=1, default=str))
+    _report(outcome, experiment, spec.hash, settings.tracking_uri, quiet=hydra_cfg.mode == RunMode.MULTIRUN)
+    return final.error is None
+
+
+def rolling_specs(cfg: Any, rolling: dict[str, Any]) -> list[Any]:
+    """One task spec per rolling window of ``cfg`` (see :func:`app.dataset.segments.rolling_segments`).
+
+    Every window's handler spans all windows' data, so the raw features are computed once for the lot.
+
+    Raises:
+        ConfigError: the windows cannot be cut from the config's segments.
+    """
+    import copy
+
+    from app.config import task_spec_from_config
+
+    windows = rolling_windows(cfg, rolling)
+    start = min(w["train"][0] for w in windows)
+    specs = []
+    for window in windows:
+        window_cfg = copy.deepcopy(cfg)
+        window_cfg.data.segments = window
+        window_cfg.dataset.handler.start_time = start
+        window_cfg.dataset.handler.end_time = windows[-1]["test"][1]
+        specs.append(task_spec_from_config(window_cfg))
+    print(f"rolling: {len(specs)} windows of {rolling['step']} trading days ({rolling['mode']})")
+    return specs
+
+
+def rolling_windows(cfg: Any, rolling: dict[str, Any]) -> list[dict[str, list[str]]]:
+    """The segments of each rolling window of ``cfg`` (``trainer.rolling``: step, mode, trunc_days).
+
+    Raises:
+        ConfigError: bad rolling settings, or segments that leave no window.
+    """
+    from omegaconf import OmegaConf
+
+    from app.data.store import QlibStore
+    from app.dataset.segments import rolling_segments
+
+    segments: Any = OmegaConf.to_container(cfg.data.segments, resolve=True)
+    if not isinstance(segments, dict):
+        raise ConfigError(f"data.segments: expected {{train: [START, END], ...}}, got {segments!r}")
+    return rolling_segments(QlibStore(cfg.data.store.root).calendar(), segments, **rolling)
+
+
+def _merge_rolling(manager: Any, results: list[Any], spec: Any, rolling: dict[str, Any], experiment: str) -> Any:
+    from hydra.utils import instantiate
+
+    from app.workflow.rolling import evaluate_rolling
+
+    records = instantiate(spec.body["records"], _convert_="all")
+    store = instantiate(spec.body["data"]["store"])
+    return evaluate_rolling(manager, results, experiment_name=experiment, store=store, records=records, rolling=rolling)
+
+
+def _report(outcome: dict[str, Any], experiment: str, task_hash: str, tracking_uri: str, *, quiet: bool) -> None:
+    from app.tracking.summary import KEY_METRICS
+
+    run = outcome["run_id"] or "(none)"
+    if outcome["error"]:
+        print(f"run {run} (experiment {experiment}, task {task_hash[:12]}) FAILED: {outcome['error']}")
+        return
+    print(f"run {run} (experiment {experiment}, task {task_hash[:12]}) finished")
+    if quiet:
+        return
     for title, key in KEY_METRICS:
-        if key in result.metrics:
-            print(f"  {title:<20} {result.metrics[key]: .4f}")
-    print(f"open the MLflow UI on it: mlflow ui --backend-store-uri {settings.tracking_uri}")
+        if key in outcome["metrics"]:
+            print(f"  {title:<20} {outcome['metrics'][key]: .4f}")
+    print(f"open the MLflow UI on it: mlflow ui --backend-store-uri {tracking_uri}")

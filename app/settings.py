@@ -14,6 +14,9 @@ from pathlib import Path
 
 from app.errors import ConfigError
 
+SAMPLE_INSTRUMENTS = 100  # the embedded sample market: 100 instruments x 1500 trading days
+SAMPLE_DAYS = 1500
+
 ENV_VARS = {
     "QTRAIN_HOME": "root of qtrain's local state (default ./.qtrain)",
     "QTRAIN_DATA_DIR": "market data store in Qlib's binary layout (default $QTRAIN_HOME/data/sample)",

@@ -37,10 +37,14 @@ class FeatureCache:
 
     The key must describe everything the frame depends on (handler config, date range, a store
     fingerprint from :func:`app.data.fingerprint.store_fingerprint`, ...): equal keys mean equal frames.
+    ``hits`` and ``misses`` count this object's :meth:`get_or_build` outcomes (a rebuilt unreadable file is a
+    miss), so a caller can tell whether a step was served from the cache.
     """
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
+        self.hits = 0
+        self.misses = 0
 
     def path_for(self, key: Mapping[str, object]) -> Path:
         """Where the frame for ``key`` is (or would be) stored.
@@ -62,9 +66,13 @@ class FeatureCache:
         path = self.root / f"{canonical.sha256_text(text)}{SUFFIX}"
         if path.is_file():
             try:
-                return _read(path, text), True
+                frame = _read(path, text)
             except (OSError, pa.ArrowException, ValueError, KeyError, TypeError) as exc:
                 log.warning("cache file %s is unreadable (%s); rebuilding it", path, exc)
+            else:
+                self.hits += 1
+                return frame, True
+        self.misses += 1
         frame = build()
         _write_atomic(path, frame, text)
         log.debug("cached %d rows at %s", len(frame), path)

@@ -15,7 +15,7 @@ from app.dataset.cache import FeatureCache
 from app.dataset.dataset import Dataset, TSDataset
 from app.dataset.processors import Processor
 from app.dataset.views import ProcessedViews
-from app.errors import ConfigError
+from app.errors import ConfigError, DateRangeError, EmptyUniverseError, UnknownMarketError
 from app.features.frame import build_feature_frame
 from app.features.handlers import FeatureSet
 
@@ -123,6 +123,38 @@ class DatasetSpec:
                 f"dataset.segments needs a 'train' segment; got {', '.join(self.segments) or 'none'}. "
                 "Add segments.train: [START, END]."
             )
+
+    def check(self, store: QlibStore) -> None:
+        """Cheap checks against the store before any feature is computed: every segment and the handler's
+        window lie inside the calendar, and the market lists instruments in each of them.
+
+        Raises:
+            ConfigError, DataError: the message starts with the offending key (``segments.test``,
+                ``handler.market``, ...).
+        """
+        handler = self.handler
+        windows = {}
+        for name, seg in self.segments.items():
+            if isinstance(seg, str) or len(seg) != 2:
+                raise ConfigError(f"segments.{name}: expected [START, END], got {seg!r}")
+            windows[f"segments.{name}"] = (seg[0], seg[1])
+        windows["handler.start_time..end_time"] = (handler.start_time, handler.end_time)
+        for key, (start, end) in windows.items():
+            try:
+                store.date_slice(start, end)
+            except DateRangeError as exc:
+                raise DateRangeError(f"{key} [{start}, {end}]: {exc}") from None
+        try:
+            membership = store.instruments(handler.market)
+        except UnknownMarketError as exc:
+            raise UnknownMarketError(f"handler.market: {exc}") from None
+        for key, (start, end) in windows.items():
+            lo, hi = pd.Timestamp(start), pd.Timestamp(end)
+            if not any(a <= hi and b >= lo for spans in membership.values() for a, b in spans):
+                raise EmptyUniverseError(
+                    f"handler.market: market {handler.market!r} of store {store.root} lists no instrument during "
+                    f"{key} [{start}, {end}] ({len(membership)} instruments in all); pick another market or dates"
+                )
 
     def build(self, store: QlibStore, cache: FeatureCache | None = None) -> Dataset:
         """Compute (or load) the views and wrap them with the segments.

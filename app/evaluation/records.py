@@ -17,6 +17,7 @@ import pandas as pd
 
 from app.data.store import QlibStore
 from app.dataset.dataset import Dataset
+from app.errors import ConfigError
 from app.evaluation.backtest import BacktestConfig, run_backtest
 from app.evaluation.plots import excess_return_figure, ic_figure, quantile_figure, quantile_returns
 from app.evaluation.risk import portfolio_metrics
@@ -38,10 +39,14 @@ class RunRecorder(Protocol):
 
 @dataclass
 class RecordContext:
-    """Everything a record may use: the trained model, its dataset, the market store, the run."""
+    """Everything a record may use: the trained model, its dataset, the market store, the run.
 
-    model: Model
-    dataset: Dataset
+    ``model`` and ``dataset`` are None when the run analyses a prediction it did not make (a merged rolling
+    signal); only records that read the saved ``pred``/``label`` work then.
+    """
+
+    model: Model | None
+    dataset: Dataset | None
     store: QlibStore
     recorder: RunRecorder
 
@@ -77,6 +82,8 @@ class SignalRecord:
     name: str = field(default="signal", init=False)
 
     def generate(self, ctx: RecordContext) -> dict[str, float]:
+        if ctx.model is None or ctx.dataset is None:
+            raise ConfigError("the signal record needs a trained model and its dataset; this run has none")
         pred = ctx.model.predict(ctx.dataset, "test")
         label = ctx.dataset.prepare("test", "label", view="raw")
         ctx.recorder.save_objects(pred=pred.rename("score").to_frame(), label=label)

@@ -7,7 +7,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import numpy as np
 import pandas as pd
@@ -16,8 +16,12 @@ from app.data.panel import Panel
 from app.data.store import DateLike, QlibStore
 from app.features.engine import evaluate, required_fields
 from app.features.handlers import FeatureSet
+from app.progress import ProgressBar
 
 log = logging.getLogger(__name__)
+
+BLOCKS_PER_WORKER = 4  # up to this many blocks per thread, so the progress bar moves more often
+MIN_BLOCK = 32  # instruments; blocks of ~20 measured ~8 % slower on Alpha158 (300 instruments, 2 threads)
 
 
 def build_feature_frame(
@@ -65,13 +69,33 @@ def build_feature_frame(
 
 
 def _evaluate_in_parallel(panel: Panel, exprs: Mapping[str, str]) -> dict[str, np.ndarray]:
-    """Evaluate on column blocks of instruments in threads (the numba kernels release the GIL)."""
+    """Evaluate on column blocks of instruments in threads (the numba kernels release the GIL).
+
+    Up to ``BLOCKS_PER_WORKER`` blocks per thread (a multiple of the threads, each of ``MIN_BLOCK`` instruments
+    or more) let the progress bar move; an instrument's values never depend on another's, so neither the
+    blocking nor the order blocks finish in changes a number.
+    """
     n = len(panel.instruments)
     workers = min(os.cpu_count() or 1, 4, max(1, n // 16))
     if workers == 1:
-        return evaluate(panel, exprs)
-    bounds = np.linspace(0, n, workers + 1).astype(int)
+        with ProgressBar(1, "features", unit="blocks") as bar:
+            values = evaluate(panel, exprs)
+            bar.advance()
+        return values
+    per_worker = max(1, min(BLOCKS_PER_WORKER, n // (MIN_BLOCK * workers)))
+    bounds = np.linspace(0, n, workers * per_worker + 1).astype(int)
     blocks = [slice(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
-    with ThreadPoolExecutor(workers, thread_name_prefix="features") as pool:
-        parts = list(pool.map(lambda cols: evaluate(panel.columns(cols), exprs), blocks))
+    parts: list[dict[str, np.ndarray]] = [{} for _ in blocks]
+    with (
+        ProgressBar(len(blocks), "features", unit="blocks") as bar,
+        ThreadPoolExecutor(workers, thread_name_prefix="features") as pool,
+    ):
+        futures = {pool.submit(evaluate, panel.columns(cols), exprs): i for i, cols in enumerate(blocks)}
+        try:
+            for future in as_completed(futures):
+                parts[futures[future]] = future.result()
+                bar.advance()
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # an error or Ctrl-C: skip the blocks not started yet
+            raise
     return {name: np.concatenate([part[name] for part in parts], axis=1) for name in exprs}

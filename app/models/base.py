@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -34,6 +34,10 @@ class CurveRecorder(Protocol):
     """Where per-iteration/epoch curves go (the MLflow recorder implements it; so can a test fake)."""
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
+
+    def log_series(self, series: Mapping[str, Sequence[float]]) -> None:
+        """Whole curves at once, value i at step i (a fitted booster's record)."""
+        ...
 
 
 @runtime_checkable

@@ -50,6 +50,7 @@ from app.models.lgbm import (
     log_curves,
     train_booster,
 )
+from app.progress import ProgressBar
 
 log = logging.getLogger(__name__)
 
@@ -297,42 +298,46 @@ class DoubleEnsembleModel:
         boosters: list[lgb.Booster] = []
         subsets: list[np.ndarray] = []
         preds = np.zeros((n, self.num_models))
-        for k in range(self.num_models):
-            owner = f"{name} sub-model {k + 1}/{self.num_models}"
-            log.info("%s: %d samples, %d of %d features", owner, n, len(subset), n_features)
-            sub_train = _columns(train, subset)
-            sub_valid = None if valid is None else _columns(valid, subset)
-            booster, curves = train_booster(
-                params,
-                sub_train,
-                sub_valid,
-                rounds=self.epochs,
-                early_stopping_rounds=self.early_stopping_rounds,
-                owner=owner,
-                weight=sample_weight,
-            )
-            boosters.append(booster)
-            subsets.append(subset)
-            log_curves(recorder, curves, prefix=f"sub{k + 1}.")
-            if k + 1 == self.num_models:
-                break
-            preds[:, k] = np.asarray(booster.predict(sub_train.x))
-            used = weights[: k + 1]
-            loss_values = (train.y - (preds[:, : k + 1] * used).sum(axis=1) / used.sum()) ** 2
-            if self.enable_sr:
-                l_start, l_end = loss_curve_ends(booster, sub_train.x, train.y)
-                sample_weight = sample_weights(
-                    loss_values,
-                    l_start,
-                    l_end,
-                    alpha1=self.alpha1,
-                    alpha2=self.alpha2,
-                    bins=self.bins_sr,
-                    decay_k=self.decay ** (k + 1),
+        with ProgressBar(self.num_models, name, unit="sub-models") as bar:
+            for k in range(self.num_models):
+                owner = f"{name} sub-model {k + 1}/{self.num_models}"
+                bar.update(note=f"training sub-model {k + 1}")
+                log.info("%s: %d samples, %d of %d features", owner, n, len(subset), n_features)
+                sub_train = _columns(train, subset)
+                sub_valid = None if valid is None else _columns(valid, subset)
+                booster, curves = train_booster(
+                    params,
+                    sub_train,
+                    sub_valid,
+                    rounds=self.epochs,
+                    early_stopping_rounds=self.early_stopping_rounds,
+                    owner=owner,
+                    weight=sample_weight,
                 )
-            if self.enable_fs:
-                g = permutation_importance(boosters, subsets, preds[:, : k + 1], used, train, loss_values, rng)
-                subset = pick_features(g, bins=self.bins_fs, ratios=self.sample_ratios, rng=rng)
+                boosters.append(booster)
+                subsets.append(subset)
+                log_curves(recorder, curves, prefix=f"sub{k + 1}.")
+                bar.advance()
+                if k + 1 == self.num_models:
+                    break
+                bar.update(note=f"preparing sub-model {k + 2}")
+                preds[:, k] = np.asarray(booster.predict(sub_train.x))
+                used = weights[: k + 1]
+                loss_values = (train.y - (preds[:, : k + 1] * used).sum(axis=1) / used.sum()) ** 2
+                if self.enable_sr:
+                    l_start, l_end = loss_curve_ends(booster, sub_train.x, train.y)
+                    sample_weight = sample_weights(
+                        loss_values,
+                        l_start,
+                        l_end,
+                        alpha1=self.alpha1,
+                        alpha2=self.alpha2,
+                        bins=self.bins_sr,
+                        decay_k=self.decay ** (k + 1),
+                    )
+                if self.enable_fs:
+                    g = permutation_importance(boosters, subsets, preds[:, : k + 1], used, train, loss_values, rng)
+                    subset = pick_features(g, bins=self.bins_fs, ratios=self.sample_ratios, rng=rng)
         self._boosters = boosters
         self._sub_features = [[train.features[i] for i in s] for s in subsets]
         self._features = train.features

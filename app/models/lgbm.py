@@ -25,6 +25,7 @@ import pandas as pd
 from app.dataset.dataset import Dataset
 from app.errors import ConfigError
 from app.models.base import CurveRecorder, check_hyperparameters, read_model_json, write_model_json
+from app.progress import ProgressBar
 
 log = logging.getLogger(__name__)
 
@@ -189,10 +190,15 @@ def infer_features(dataset: Dataset, segment: str, features: list[str], owner: s
     return x.loc[:, features]
 
 
-def _progress(owner: str) -> Callable[[lgb.callback.CallbackEnv], None]:
+def _progress(owner: str, bar: ProgressBar) -> Callable[[lgb.callback.CallbackEnv], None]:
+    """Log the scores every ``LOG_PERIOD`` rounds and move ``bar`` to the rounds done."""
+
     def callback(env: lgb.callback.CallbackEnv) -> None:
+        results = env.evaluation_result_list or []
+        if bar.active:
+            note = " ".join(f"{data} {name} {value:.4g}" for data, name, value, *_ in results)
+            bar.update(completed=env.iteration - env.begin_iteration + 1, note=note)
         if (env.iteration + 1) % LOG_PERIOD == 0:
-            results = env.evaluation_result_list or []
             scores = "  ".join(f"{data}'s {name}: {value:.6g}" for data, name, value, *_ in results)
             log.info("%s [%d] %s", owner, env.iteration + 1, scores)
 
@@ -215,7 +221,8 @@ def train_booster(
     dtrain = lgb.Dataset(train.x, label=train.y, weight=weight, feature_name=train.features, free_raw_data=False)
     sets, names = [dtrain], ["train"]
     curves: Curves = {}
-    callbacks: list[Callable[[lgb.callback.CallbackEnv], None]] = [lgb.record_evaluation(curves), _progress(owner)]
+    bar = ProgressBar(rounds, owner, unit="rounds")
+    callbacks: list[Callable[[lgb.callback.CallbackEnv], None]] = [lgb.record_evaluation(curves), _progress(owner, bar)]
     if valid is None:
         log.info("%s: the dataset has no 'valid' segment; training all %d rounds without early stopping", owner, rounds)
     else:
@@ -225,26 +232,26 @@ def train_booster(
             log.info("%s: early_stopping_rounds is null; training all %d rounds", owner, rounds)
         else:
             callbacks.append(lgb.early_stopping(early_stopping_rounds, verbose=False))
-    booster = lgb.train(
-        dict(params), dtrain, num_boost_round=rounds, valid_sets=sets, valid_names=names, callbacks=callbacks
-    )
-    trained = max(
-        (len(v) for metrics in curves.values() for v in metrics.values()), default=booster.current_iteration()
-    )
+    with bar:
+        booster = lgb.train(
+            dict(params), dtrain, num_boost_round=rounds, valid_sets=sets, valid_names=names, callbacks=callbacks
+        )
+        trained = max(
+            (len(v) for metrics in curves.values() for v in metrics.values()), default=booster.current_iteration()
+        )
+        if trained < rounds:
+            bar.update(note=f"stopped early, kept {booster.current_iteration()}")
     log.info("%s: kept %d of %d rounds trained", owner, booster.current_iteration(), trained)
     return booster, curves
 
 
 def log_curves(recorder: CurveRecorder | None, curves: Curves, prefix: str = "") -> None:
-    """Send per-iteration curves to ``recorder``: one ``log_metrics`` call per step, ``{"train.l2": ..., ...}``."""
+    """Send per-iteration curves to ``recorder`` in one go, keys like ``train.l2``, value i at step i."""
     if recorder is None:
         return
-    series = {
-        f"{prefix}{data}.{metric}": values for data, metrics in curves.items() for metric, values in metrics.items()
-    }
-    steps = max((len(v) for v in series.values()), default=0)
-    for step in range(steps):
-        recorder.log_metrics({k: float(v[step]) for k, v in series.items() if step < len(v)}, step=step)
+    recorder.log_series(
+        {f"{prefix}{data}.{metric}": values for data, metrics in curves.items() for metric, values in metrics.items()}
+    )
 
 
 def load_booster(path: Path, owner: str) -> lgb.Booster:

@@ -35,6 +35,7 @@ from app.errors import ConfigError
 from app.models import torch_checkpoint as ckpt
 from app.models.base import CurveRecorder
 from app.models.torch_data import DROPOUT_STREAM, Batches, BatchPlan, BatchSource, epoch_seed
+from app.progress import ProgressBar
 
 log = logging.getLogger(__name__)
 
@@ -307,7 +308,8 @@ def train(
         valid_batches = Batches(valid_source, plan, device, s.num_workers, s.seed)
     train_curve: list[float] = []
     valid_curve: list[float] = []
-    with seeded(s.seed):
+    bar = ProgressBar(s.n_epochs, type(net).__name__, unit="epochs", completed=progress.epochs_done)
+    with seeded(s.seed), bar:
         while progress.epochs_done < s.n_epochs and not progress.stopped:
             epoch = progress.epochs_done
             torch.manual_seed(epoch_seed(s.seed, epoch, DROPOUT_STREAM))
@@ -336,6 +338,8 @@ def train(
             if recorder is not None:
                 recorder.log_metrics(metrics, step=epoch)
             progress.epochs_done = epoch + 1
+            note = " ".join(f"{k.removesuffix('.loss')} {v:.4g}" for k, v in metrics.items())
+            bar.update(completed=progress.epochs_done, note=note + (" (stopped early)" if progress.stopped else ""))
             if directory is not None:
                 opt_tensors, opt_json = ckpt.optimizer_split(optimizer)
                 progress.extra = {

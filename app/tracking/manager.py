@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from app.errors import ConfigError, ExperimentNotFoundError, NoActiveRunError, RecorderNotFoundError, TrackingError
 from app.tracking.experiment import Experiment
-from app.tracking.recorder import FAILED, FINISHED, KILLED, Recorder
+from app.tracking.recorder import FAILED, FINISHED, KILLED, SCHEDULED, Recorder
 from app.tracking.records import DEFAULT_ORDER, runs_to_frame, search_all_runs
 from app.tracking.registry import register_model
 from app.tracking.store import (
@@ -117,7 +117,8 @@ class ExpManager:
         return recorder
 
     def end_exp(self, status: str = FINISHED) -> None:
-        """End the active run with ``status`` (FINISHED, FAILED, KILLED); no-op when nothing is active."""
+        """End the active run with ``status`` (FINISHED, FAILED, KILLED, or SCHEDULED to park it); no-op when
+        nothing is active."""
         if self.active_experiment is None:
             return
         experiment, self.active_experiment = self.active_experiment, None
@@ -132,9 +133,17 @@ class ExpManager:
         resume: bool = False,
         run_id: str | None = None,
         task_hash: str | None = None,
+        end_status: str = FINISHED,
     ) -> Iterator[Recorder]:
-        """``with manager.start(...) as recorder:`` ends the run FINISHED, FAILED (storing the traceback as
-        tag ``error`` + ``traceback.txt``) on an exception, KILLED on KeyboardInterrupt; errors propagate."""
+        """``with manager.start(...) as recorder:`` ends the run ``end_status`` (FINISHED, or SCHEDULED to park
+        it for a later resume), FAILED (storing the traceback as tag ``error`` + ``traceback.txt``) on an
+        exception, KILLED on KeyboardInterrupt; errors propagate.
+
+        Raises:
+            ConfigError: ``end_status`` is neither FINISHED nor SCHEDULED (checked before the run starts).
+        """
+        if end_status not in (FINISHED, SCHEDULED):
+            raise ConfigError(f"start(end_status={end_status!r}): use {FINISHED} or {SCHEDULED}")
         recorder = self.start_exp(
             experiment_name=experiment_name,
             recorder_name=recorder_name,
@@ -155,7 +164,7 @@ class ExpManager:
             finally:
                 self.end_exp(FAILED)
             raise
-        self.end_exp(FINISHED)
+        self.end_exp(end_status)
 
     def create_exp(self, experiment_name: str) -> Experiment:
         """Create an experiment with its artifact location under the artifact root (race-safe: when another

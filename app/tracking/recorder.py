@@ -13,7 +13,7 @@ import posixpath
 import tempfile
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RUNNING, FINISHED, FAILED, KILLED = "RUNNING", "FINISHED", "FAILED", "KILLED"
+SCHEDULED = "SCHEDULED"  # logged but parked until a later resume (delayed training's begun tasks)
 END_STATUSES = (FINISHED, FAILED, KILLED)
 ERROR_TAG_LENGTH = 1000
 PARAMS_ARE_WRITE_ONCE = (
@@ -163,14 +164,19 @@ class Recorder:
         return self
 
     def end_run(self, status: str = FINISHED) -> None:
-        """Mark the run FINISHED, FAILED or KILLED.
+        """Mark the run FINISHED, FAILED or KILLED (end time set), or SCHEDULED (parked: no end time).
 
         Raises:
             ConfigError: another status.
             TrackingError: MLflow refused the update.
         """
+        if status == SCHEDULED:
+            with mlflow_errors(f"parking run {self.id} as {SCHEDULED}"):
+                self._client.update_run(self.id, status=SCHEDULED)
+            log.info("recorder <%s> parked: %s", self.id, SCHEDULED)
+            return
         if status not in END_STATUSES:
-            raise ConfigError(f"end_run(status={status!r}): use one of {', '.join(END_STATUSES)}")
+            raise ConfigError(f"end_run(status={status!r}): use one of {', '.join((*END_STATUSES, SCHEDULED))}")
         with mlflow_errors(f"ending run {self.id} as {status}"):
             self._client.set_terminated(self.id, status=status)
         log.info("recorder <%s> ended: %s", self.id, status)
@@ -224,6 +230,28 @@ class Recorder:
         for start in range(0, len(items), MAX_METRICS_PER_BATCH):
             chunk = items[start : start + MAX_METRICS_PER_BATCH]
             with mlflow_errors(f"logging {len(chunk)} metrics at step {step_value} to run {self.id}"):
+                self._client.log_batch(self.id, metrics=chunk)
+
+    def log_series(self, series: Mapping[str, Sequence[float]]) -> None:
+        """Log whole curves, value i of each at step i, in as few ``log_batch`` calls as possible (1000 each).
+
+        Implements :class:`app.models.base.CurveRecorder`; same value rules as :meth:`log_metrics`.
+
+        Raises:
+            ConfigError: a non-numeric value.
+            TrackingError: MLflow refused a batch.
+        """
+        from mlflow.entities import Metric
+
+        timestamp = int(time.time() * 1000)
+        steps = max((len(values) for values in series.values()), default=0)
+        items = []
+        for step in range(steps):
+            clean = clean_metrics({k: v[step] for k, v in series.items() if step < len(v)})
+            items += [Metric(k, value, timestamp, step) for k, value in clean.values.items()]
+        for start in range(0, len(items), MAX_METRICS_PER_BATCH):
+            chunk = items[start : start + MAX_METRICS_PER_BATCH]
+            with mlflow_errors(f"logging {len(chunk)} curve points to run {self.id}"):
                 self._client.log_batch(self.id, metrics=chunk)
 
     def set_tags(self, **tags: object) -> None:

@@ -2,13 +2,19 @@
 
 Objects arrive already built (:class:`Components`): instantiating ``_target_`` nodes happens once, at the
 edge (``app.config.build_components``), so this module knows nothing of Hydra or Celery.
+
+Qlib's delayed training splits the same work in two: :func:`begin_task_train` logs the spec into a run parked
+as SCHEDULED, :func:`end_task_train` later resumes that run (by id, possibly in another process) and trains.
+Both halves and :func:`task_train` share :func:`_log_task` and :func:`_train_in_run`.
 """
 
 from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -16,12 +22,18 @@ from typing import Protocol
 from app.data.store import QlibStore
 from app.dataset.cache import FeatureCache
 from app.dataset.handler import DatasetSpec
+from app.errors import ArtifactNotFoundError, ConfigError, RunStatusError
 from app.evaluation.records import RecordContext
 from app.models.base import Model
 from app.tracking.manager import ExpManager
+from app.tracking.recorder import FINISHED, RUNNING, SCHEDULED, Recorder
 from app.workflow.spec import TaskSpec
 
 log = logging.getLogger(__name__)
+
+STAGE_TAG = "qtrain.stage"  # "begun": spec logged, not trained yet; "done": model and records saved
+CACHE_TAG = "feature_cache"  # "hit": every dataset lookup came from the cache; "miss": one was built; "off"
+STAGES = ("data", "fit", "records")  # TaskResult.timings keys; run metrics time_<stage>_s
 
 
 class Record(Protocol):
@@ -44,14 +56,16 @@ class Components:
 
 @dataclass(frozen=True)
 class TaskResult:
-    """The outcome of one task: its MLflow run and the metrics the records logged (or the error)."""
+    """The outcome of one task: its MLflow run, the metrics the records logged (or the error), and the wall
+    seconds of each stage (``data``, ``fit`` incl. saving the model, ``records``)."""
 
     run_id: str
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
-        return {"run_id": self.run_id, "metrics": self.metrics, "error": self.error}
+        return {"run_id": self.run_id, "metrics": self.metrics, "error": self.error, "timings": self.timings}
 
 
 def task_train(
@@ -68,18 +82,139 @@ def task_train(
         Whatever the dataset, model or records raise, after the run has been marked FAILED.
     """
     with manager.start(experiment_name=experiment_name, task_hash=spec.hash) as recorder:
-        model = components.model
-        recorder.log_params(spec.flat_params())
-        recorder.set_tags(model=model.registry_name, queue=model.queue)
-        recorder.save_objects(spec=spec.body)
+        _log_task(recorder, spec)
+        return _train_in_run(recorder, components, cache)
+
+
+def begin_task_train(spec: TaskSpec, manager: ExpManager, *, experiment_name: str) -> str:
+    """Log ``spec`` (params, ``spec`` artifact, tags) into a new run parked as SCHEDULED; returns its run id.
+
+    Nothing is built or trained: :func:`end_task_train` does that later, from the stored spec.
+
+    Raises:
+        ConfigError, TrackingError: MLflow refused the params, tags or artifact (the run ends FAILED).
+    """
+    with manager.start(experiment_name=experiment_name, task_hash=spec.hash, end_status=SCHEDULED) as recorder:
+        _log_task(recorder, spec)
+        return recorder.id
+
+
+def end_task_train(
+    run_id: str,
+    manager: ExpManager,
+    build: Callable[[TaskSpec], Components],
+    *,
+    cache: FeatureCache | None = None,
+) -> TaskResult:
+    """Resume the run ``begin_task_train`` made, build its stored spec and train it as :func:`task_train` does.
+
+    The run must be SCHEDULED, or FAILED/KILLED (a retry: it trains again in the same run, replacing the model
+    and record artifacts; params are not logged again). The spec is read back from the run before it is
+    resumed, so a refused run is left untouched; ``build`` runs inside the resumed run, so a spec that cannot be
+    built ends it FAILED.
+
+    Raises:
+        RecorderNotFoundError: no run ``run_id``.
+        RunStatusError: the run is FINISHED (trained already) or RUNNING (being trained elsewhere), has no
+            ``spec`` artifact, or its spec does not match its ``task_hash`` tag.
+        Whatever ``build``, the dataset, model or records raise, after the run has been marked FAILED.
+    """
+    recorder = manager.get_recorder(run_id)
+    status = recorder.status
+    if status == FINISHED:
+        raise RunStatusError(
+            run_id,
+            status,
+            f"run {run_id} is already FINISHED (trained, tag {STAGE_TAG}={recorder.list_tags().get(STAGE_TAG)}); "
+            "end_task_train trains a SCHEDULED run once. To train the task again, begin a new run with "
+            "begin_task_train(spec, ...) or task_train(...)",
+        )
+    if status == RUNNING:
+        raise RunStatusError(
+            run_id,
+            status,
+            f"run {run_id} is RUNNING: another process may be training it. If that process died, mark the run "
+            f"KILLED (manager.client.set_terminated({run_id!r}, 'KILLED')) and call end_task_train again",
+        )
+    spec = _stored_spec(recorder, status)
+    with manager.start(run_id=run_id) as resumed:
+        return _train_in_run(resumed, build(spec), cache)
+
+
+def _log_task(recorder: Recorder, spec: TaskSpec) -> None:
+    recorder.log_params(spec.flat_params())
+    recorder.save_objects(spec=spec.body)
+    recorder.set_tags(**{STAGE_TAG: "begun"})
+
+
+def _stored_spec(recorder: Recorder, status: str) -> TaskSpec:
+    run_id = recorder.id
+    try:
+        body = recorder.load_object("spec")
+    except ArtifactNotFoundError as exc:
+        raise RunStatusError(
+            run_id,
+            status,
+            f"run {run_id} has no 'spec' artifact, so it was not made by begin_task_train; "
+            "begin the task with begin_task_train(spec, ...) and end that run",
+        ) from exc
+    if not isinstance(body, dict):
+        raise RunStatusError(
+            run_id, status, f"run {run_id}: artifact 'spec' holds a {type(body).__name__}, not a mapping"
+        )
+    try:
+        spec = TaskSpec.from_mapping(body)
+    except ConfigError as exc:
+        raise RunStatusError(run_id, status, f"run {run_id}: artifact 'spec' is not a task spec ({exc})") from exc
+    tagged = recorder.list_tags().get("task_hash")
+    if tagged != spec.hash:
+        raise RunStatusError(
+            run_id,
+            status,
+            f"run {run_id}: the stored spec hashes to {spec.hash[:12]} but the run's task_hash tag is "
+            f"{(tagged or 'missing')[:12]}; the spec artifact or the tag was changed after begin_task_train. "
+            "Begin the task again with begin_task_train",
+        )
+    return spec
+
+
+def _train_in_run(recorder: Recorder, components: Components, cache: FeatureCache | None) -> TaskResult:
+    """Everything after the logging: dataset, fit, model artifact, records, tags, per-stage timings."""
+    model = components.model
+    timings: dict[str, float] = {}
+    recorder.set_tags(model=model.registry_name, queue=model.queue)
+    lookups = (cache.hits, cache.misses) if cache is not None else (0, 0)
+    with _stage(recorder, timings, "data"):
         dataset = components.dataset.build(components.store, cache)
+    recorder.set_tags(**{CACHE_TAG: _cache_outcome(cache, lookups)})
+    with _stage(recorder, timings, "fit"):
         model.fit(dataset, recorder)
         with tempfile.TemporaryDirectory(prefix="qtrain-model-") as tmp:
             model.save(Path(tmp) / "model")
             recorder.save_objects(model=Path(tmp) / "model")
-        metrics: dict[str, float] = {}
+    metrics: dict[str, float] = {}
+    with _stage(recorder, timings, "records"):
         ctx = RecordContext(model, dataset, components.store, recorder)
         for record in components.records:
             log.info("record <%s>", record.name)
             metrics |= record.generate(ctx)
-        return TaskResult(recorder.id, metrics)
+    recorder.set_tags(**{STAGE_TAG: "done"})
+    return TaskResult(recorder.id, metrics, timings=timings)
+
+
+@contextmanager
+def _stage(recorder: Recorder, timings: dict[str, float], name: str) -> Iterator[None]:
+    # Logged as soon as the stage ends, so a run that fails later still shows where its time went.
+    started = time.perf_counter()
+    yield
+    timings[name] = time.perf_counter() - started
+    recorder.log_metrics({f"time_{name}_s": timings[name]})
+    log.info("stage <%s> took %.2fs", name, timings[name])
+
+
+def _cache_outcome(cache: FeatureCache | None, before: tuple[int, int]) -> str:
+    if cache is None:
+        return "off"
+    if cache.misses > before[1]:
+        return "miss"
+    return "hit" if cache.hits > before[0] else "off"

@@ -1,24 +1,36 @@
-"""Local trainers: run task specs in this process, in order, recording failures and going on."""
+"""Local trainers: run task specs in this process, in order, recording failures and going on.
+
+:class:`TrainerR` trains each spec at once; :class:`DelayTrainerR` (Qlib's delayed trainer) only logs each spec
+in :meth:`~DelayTrainerR.train` and trains in :meth:`~DelayTrainerR.end_train`. Both keep the same contract: one
+result per input, in input order; a failure becomes that task's ``error`` unless ``fail_fast``.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from app.dataset.cache import FeatureCache
 from app.tracking.manager import ExpManager
 from app.workflow.spec import TaskSpec
-from app.workflow.train import Components, TaskResult, task_train
+from app.workflow.train import Components, TaskResult, begin_task_train, end_task_train, task_train
 
 log = logging.getLogger(__name__)
+
+_Item = TypeVar("_Item", TaskSpec, TaskResult)
 
 
 class TrainerR:
     """Qlib's ``TrainerR``: sequential, in-process; results come back in task order.
 
     A failing task leaves a FAILED run (traceback kept) and a :class:`TaskResult` with its error; the others
-    still run unless ``fail_fast``.
+    still run unless ``fail_fast``. ``end_train`` returns its input, so ``trainer.end_train(trainer.train(specs))``
+    works for every trainer.
     """
+
+    delayed: bool = False
 
     def __init__(
         self,
@@ -34,22 +46,67 @@ class TrainerR:
 
     def train(self, specs: Sequence[TaskSpec]) -> list[TaskResult]:
         """Train every spec; raises the first error only when ``fail_fast``."""
+        return self._each(specs, self._train_one)
+
+    def end_train(self, results: Sequence[TaskResult]) -> list[TaskResult]:
+        """Nothing left to do for a trainer that is not delayed: returns ``results``."""
+        return list(results)
+
+    def _train_one(self, spec: TaskSpec) -> TaskResult:
+        components = self.build(spec)
+        return task_train(spec, components, self.manager, experiment_name=self.experiment_name, cache=self.cache)
+
+    def _each(self, items: Sequence[_Item], step: Callable[[_Item], TaskResult]) -> list[TaskResult]:
+        """``step`` on every item in order; an exception becomes that item's error result (or propagates)."""
         results = []
-        for i, spec in enumerate(specs):
+        for i, item in enumerate(items):
+            started_ms = int(time.time() * 1000)
             try:
-                components = self.build(spec)
-                results.append(
-                    task_train(spec, components, self.manager, experiment_name=self.experiment_name, cache=self.cache)
-                )
+                results.append(step(item))
             except Exception as exc:  # recorded per task; the sweep goes on unless fail_fast
                 if self.fail_fast:
                     raise
-                log.error("task %d/%d (%s) failed: %s", i + 1, len(specs), spec.hash[:12], exc)
-                results.append(TaskResult(self._failed_run(spec), error=f"{type(exc).__name__}: {exc}"))
+                run_id = item.run_id if isinstance(item, TaskResult) else self._failed_run(item, started_ms)
+                log.error("task %d/%d (run %s) failed: %s", i + 1, len(items), run_id or "none", exc)
+                results.append(TaskResult(run_id, error=f"{type(exc).__name__}: {exc}"))
         return results
 
-    def _failed_run(self, spec: TaskSpec) -> str:
+    def _failed_run(self, spec: TaskSpec, since_ms: int) -> str:
+        # Only a run this attempt started: an older run of the same spec is not this failure's run.
         runs = self.manager.search_records(
-            [self.experiment_name], filter_string=f"tags.task_hash = '{spec.hash}'", max_results=1
+            [self.experiment_name],
+            filter_string=f"tags.task_hash = '{spec.hash}' and attributes.start_time >= {since_ms}",
+            max_results=1,
         )
         return str(runs["run_id"].iloc[0]) if len(runs) else ""
+
+
+class DelayTrainerR(TrainerR):
+    """Qlib's ``DelayTrainerR``: ``train`` only begins each task (a SCHEDULED run holding its spec and params);
+    ``end_train`` builds and trains them, in order, each in its own run.
+
+    The split lets a sweep be logged (and inspected) before any training, and finished later, or in another
+    process, from the run ids alone.
+    """
+
+    delayed: bool = True
+
+    def train(self, specs: Sequence[TaskSpec]) -> list[TaskResult]:
+        """Begin every spec; the results hold run ids and no metrics. Raises only when ``fail_fast``."""
+        return self._each(specs, self._begin_one)
+
+    def end_train(self, results: Sequence[TaskResult]) -> list[TaskResult]:
+        """Train the begun tasks of ``results`` in order; results that already hold an error pass through.
+
+        Raises:
+            The first task's error, only when ``fail_fast``.
+        """
+        return self._each(results, self._end_one)
+
+    def _begin_one(self, spec: TaskSpec) -> TaskResult:
+        return TaskResult(begin_task_train(spec, self.manager, experiment_name=self.experiment_name))
+
+    def _end_one(self, result: TaskResult) -> TaskResult:
+        if result.error is not None:
+            return result
+        return end_task_train(result.run_id, self.manager, self.build, cache=self.cache)

@@ -18,7 +18,7 @@ OPTIONS = sorted(p.stem for p in (CONF / "dataset").glob("*.yaml"))
 
 def _spec(option: str) -> DatasetSpec:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(overrides=[f"+dataset={option}"])
+        cfg = compose("config", overrides=[f"dataset={option}"])
     spec = instantiate(cfg.dataset)
     assert isinstance(spec, DatasetSpec)
     return spec

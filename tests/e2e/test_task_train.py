@@ -24,7 +24,11 @@ def _spec(root: Path, **model: Any) -> dict[str, Any]:
                 "test": ["2016-01-04", "2016-03-31"]}  # fmt: skip
     return {
         "seed": 0,
-        "data": {"_target_": "app.data.store.QlibStore", "root": str(root)},
+        "data": {
+            "store": {"_target_": "app.data.store.QlibStore", "root": str(root)},
+            "market": "synth",
+            "segments": segments,
+        },
         "dataset": {
             "_target_": "app.dataset.handler.DatasetSpec",
             "segments": segments,

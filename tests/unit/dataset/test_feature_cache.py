@@ -87,6 +87,16 @@ def test_corrupt_file_is_rebuilt_with_a_warning(tmp_path: Path, caplog: pytest.L
     assert cache.get_or_build(KEY, build)[1] is True  # the rebuilt file is whole
     path.write_bytes(b"not arrow at all")
     assert cache.get_or_build(KEY, build)[1] is False
+    assert (cache.hits, cache.misses) == (1, 3)  # an unreadable file counts as a miss
+
+
+def test_counts_hits_and_misses(tmp_path: Path) -> None:
+    cache, build = FeatureCache(tmp_path), Builder()
+    assert (cache.hits, cache.misses) == (0, 0)
+    cache.get_or_build(KEY, build)
+    cache.get_or_build(KEY, build)
+    cache.get_or_build({**KEY, "end": "2020-01-06"}, build)
+    assert (cache.hits, cache.misses) == (1, 2)
 
 
 def test_file_for_another_key_is_not_trusted(tmp_path: Path) -> None:

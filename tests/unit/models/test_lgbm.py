@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +53,10 @@ class RecordingCurves:
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         self.calls.append((dict(metrics), step))
+
+    def log_series(self, series: Mapping[str, Sequence[float]]) -> None:
+        for step in range(max((len(v) for v in series.values()), default=0)):
+            self.log_metrics({k: float(v[step]) for k, v in series.items() if step < len(v)}, step=step)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import pytest
 
 from app.errors import (
     ArtifactNotFoundError,
+    ConfigError,
     ExperimentNotFoundError,
     RecorderNotFoundError,
     TrackingError,
@@ -120,3 +121,18 @@ def test_register_model_errors_name_the_run_and_artifact(manager: ExpManager) ->
         manager.register_model(rec.id, "m")
     with pytest.raises(RecorderNotFoundError, match="no run 'nope'"):
         manager.register_model("nope", "m")
+
+
+def test_start_can_park_a_run_scheduled_and_resume_it(manager: ExpManager) -> None:
+    with manager.start(experiment_name="parked", end_status="SCHEDULED") as rec:
+        rec.log_params(lr=0.1)
+    parked = manager.get_recorder(rec.id)
+    assert parked.status == "SCHEDULED" and parked.info["end_time"] is None  # parked, not over
+    with manager.start(run_id=rec.id) as resumed:
+        assert resumed.status == "RUNNING"
+    assert parked.status == "FINISHED" and parked.list_params() == {"lr": "0.1"}
+    with pytest.raises(ConfigError, match="use one of FINISHED, FAILED, KILLED, SCHEDULED"):
+        parked.end_run("DONE")
+    with pytest.raises(ConfigError, match="end_status='KILLED'"):
+        manager.start(experiment_name="parked", end_status="KILLED").__enter__()
+    assert manager.active_experiment is None

@@ -58,6 +58,14 @@ def test_curves_keep_their_steps(recorder: Recorder) -> None:
     assert recorder.get_metric_history("never") == []
 
 
+def test_whole_series_are_logged_with_their_steps_across_batches(recorder: Recorder) -> None:
+    curve: CurveRecorder = recorder
+    curve.log_series({"train.l2": [1.0 / (i + 1) for i in range(700)], "valid.l2": [2.0, float("inf"), 1.5]})
+    train = recorder.get_metric_history("train.l2")
+    assert [p.step for p in train] == list(range(700)) and train[-1].value == pytest.approx(1 / 700)
+    assert [(p.step, p.value) for p in recorder.get_metric_history("valid.l2")] == [(0, 2.0), (2, 1.5)]
+
+
 def test_nan_is_stored_and_inf_is_skipped(recorder: Recorder, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.DEBUG, logger="app.tracking.values"):
         recorder.log_metrics({"ic": float("nan"), "ratio": math.inf, "drawdown": -math.inf, "ok": 1.0})
