@@ -14,6 +14,7 @@ from pathlib import Path
 
 from app import __version__
 from app.errors import ConfigError, QtrainError
+from app.pool_cli import add_pool_commands
 from app.settings import SAMPLE_DAYS, SAMPLE_INSTRUMENTS, Settings, load_settings
 
 
@@ -86,6 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     reg.add_argument("--name", required=True, help="registered model name")
     reg.add_argument("--artifact-path", default="model", help="the run's model folder (default: model)")
     reg.set_defaults(func=_register)
+
+    add_pool_commands(commands)
 
     data = commands.add_parser("data", help="market data: import, synth, info")
     data_cmds = data.add_subparsers(title="data commands", metavar="COMMAND")

@@ -165,3 +165,17 @@ class RunStatusError(TrackingError):
     def __init__(self, run_id: str, status: str, message: str) -> None:
         self.run_id, self.status = run_id, status
         super().__init__(message)
+
+
+class TaskPoolError(QtrainError):
+    """The task pool (:mod:`app.taskpool`) cannot do what was asked; the message names the task or pool."""
+
+
+class TaskNotFoundError(TaskPoolError, KeyError):
+    """No task with the requested id exists in the task store."""
+
+    __str__ = Exception.__str__
+
+
+class TaskStoreError(TaskPoolError):
+    """The task store (SQLite file or MongoDB server) cannot be opened, reached or written."""

@@ -9,10 +9,8 @@ sweep never half-runs. Then each Hydra job trains its spec with the configured t
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from app.config import conf_dir
@@ -182,6 +180,7 @@ def train_job(cfg: Any) -> bool:
 
     from app.config import build_components, prepare_config, task_spec_from_config
     from app.dataset.cache import FeatureCache
+    from app.sweep import job_outcome, write_outcome
     from app.tracking.manager import ExpManager
 
     settings = get_settings()
@@ -206,18 +205,10 @@ def train_job(cfg: Any) -> bool:
         final = _merge_rolling(manager, results, spec, rolling, experiment)
     elif rolling:
         final = next(r for r in results if r.error)
-    outcome = {
-        "overrides": list(hydra_cfg.overrides.task),
-        "task_hash": spec.hash,
-        "model": str(cfg.model.get("_target_", "?")).rsplit(".", 1)[-1],
-        "seed": cfg.get("seed"),
-        "run_id": final.run_id,
-        "status": "FAILED" if final.error else "FINISHED",
-        "error": final.error,
-        "metrics": final.metrics,
-        "windows": [r.run_id for r in results] if rolling else None,
-    }
-    Path(hydra_cfg.runtime.output_dir, "result.json").write_text(json.dumps(outcome, indent=1, default=str))
+    outcome = job_outcome(
+        list(hydra_cfg.overrides.task), cfg, spec.hash, final, windows=[r.run_id for r in results] if rolling else None
+    )
+    write_outcome(hydra_cfg.runtime.output_dir, outcome)
     _report(outcome, experiment, spec.hash, settings.tracking_uri, quiet=hydra_cfg.mode == RunMode.MULTIRUN)
     return final.error is None
 

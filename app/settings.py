@@ -27,6 +27,9 @@ ENV_VARS = {
     "QTRAIN_RESULT_BACKEND": "Celery result backend (default: the broker URL)",
     "QTRAIN_TASK_STORE": "task pool store, sqlite:///PATH or mongodb://... (default sqlite under $QTRAIN_HOME)",
     "QTRAIN_MONGO_URL": "MongoDB URL used by the Mongo task store and its tests (default unset)",
+    "QTRAIN_CHECKPOINT_DIR": "torch checkpoints of pool tasks, so a retry resumes (default $QTRAIN_HOME/checkpoints)",
+    "QTRAIN_LEASE_S": "seconds a worker's claim on a task lasts without a heartbeat (default 30)",
+    "QTRAIN_WORKER_THREADS": "torch/LightGBM threads per Celery worker process (default: the libraries' own)",
     "QTRAIN_DEBUG": "1 to show tracebacks on CLI errors",
 }
 
@@ -45,6 +48,9 @@ class Settings:
     task_store: str
     mongo_url: str | None
     debug: bool
+    checkpoint_dir: Path
+    lease_s: float
+    worker_threads: int | None
 
 
 def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
@@ -68,6 +74,9 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
         task_store=env.get("QTRAIN_TASK_STORE", f"sqlite:///{home / 'tasks.db'}"),
         mongo_url=env.get("QTRAIN_MONGO_URL") or None,
         debug=_flag(env, "QTRAIN_DEBUG"),
+        checkpoint_dir=_path(env, "QTRAIN_CHECKPOINT_DIR", home / "checkpoints", base),
+        lease_s=_number(env, "QTRAIN_LEASE_S", 30.0, minimum=1.0),
+        worker_threads=int(_number(env, "QTRAIN_WORKER_THREADS", 0, minimum=0)) or None,
     )
 
 
@@ -85,6 +94,19 @@ def _path(env: Mapping[str, str], key: str, default: Path, base: Path) -> Path:
         raise ConfigError(f"{key} is set but empty; unset it or give a directory, e.g. {key}={default}")
     path = Path(raw).expanduser()
     return path if path.is_absolute() else base / path
+
+
+def _number(env: Mapping[str, str], key: str, default: float, *, minimum: float) -> float:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value >= minimum:
+        raise ConfigError(f"{key}={raw!r} is not a number >= {minimum:g}; e.g. {key}={default:g}")
+    return value
 
 
 def _flag(env: Mapping[str, str], key: str) -> bool:

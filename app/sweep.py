@@ -53,7 +53,32 @@ class SweepSummary(Callback):
         text = summary_text(results)
         print(text)
         (sweep_dir / "summary.md").write_text(text + "\n")
-        _state["failed"] = sum(1 for r in results if r.get("status") != "FINISHED")
+        _state["failed"] = sum(1 for r in results if r.get("status") == "FAILED")
+
+
+def job_outcome(overrides: list[str], cfg: Any, spec_hash: str, result: Any | None, **extra: Any) -> dict[str, Any]:
+    """What ``result.json`` holds for one job: its overrides, task, model, seed and run outcome.
+
+    ``result`` is a :class:`app.workflow.train.TaskResult`, or None for a job submitted but not waited for.
+    """
+    outcome: dict[str, Any] = {
+        "overrides": list(overrides),
+        "task_hash": spec_hash,
+        "model": str(cfg.model.get("_target_", "?")).rsplit(".", 1)[-1],
+        "seed": cfg.get("seed"),
+        "run_id": result.run_id if result is not None else "",
+        "status": "SUBMITTED" if result is None else ("FAILED" if result.error else "FINISHED"),
+        "error": None if result is None else result.error,
+        "metrics": {} if result is None else result.metrics,
+    }
+    return outcome | extra
+
+
+def write_outcome(output_dir: Path | str, outcome: dict[str, Any]) -> None:
+    """Write ``result.json`` into a job's output directory."""
+    path = Path(output_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "result.json").write_text(json.dumps(outcome, indent=1, default=str))
 
 
 def load_results(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -86,8 +111,9 @@ def summary_text(results: list[dict[str, Any]]) -> str:
     )
     for title, key in KEY_METRICS:
         rows[title] = [float((r.get("metrics") or {}).get(key, float("nan"))) for r in results]
-    failed = [f"- job {i}: {r.get('error')}" for i, r in enumerate(results) if r.get("status") != "FINISHED"]
-    done = len(results) - len(failed)
+    failed = [f"- job {i}: {r.get('error')}" for i, r in enumerate(results) if r.get("status") == "FAILED"]
+    pending = [f"- job {i}: task {r.get('task_id')}" for i, r in enumerate(results) if r.get("status") == "SUBMITTED"]
+    done = sum(r.get("status") == "FINISHED" for r in results)
     parts = [
         f"## sweep: {done} of {len(results)} jobs finished",
         rows.to_markdown(index=False, floatfmt=".4f"),
@@ -97,6 +123,8 @@ def summary_text(results: list[dict[str, Any]]) -> str:
     ]
     if failed:
         parts += ["", "### failed jobs", *failed]
+    if pending:
+        parts += ["", "### submitted, not finished yet (qtrain pool status)", *pending]
     return "\n".join(parts)
 
 

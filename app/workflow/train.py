@@ -75,13 +75,19 @@ def task_train(
     *,
     experiment_name: str,
     cache: FeatureCache | None = None,
+    on_run: Callable[[str], object] | None = None,
 ) -> TaskResult:
     """Run one task in its own MLflow run; the run ends FAILED (traceback kept) if anything raises.
+
+    ``on_run(run_id)`` is called as soon as the run exists (the task pool records it, so a later attempt can
+    end an abandoned run KILLED).
 
     Raises:
         Whatever the dataset, model or records raise, after the run has been marked FAILED.
     """
     with manager.start(experiment_name=experiment_name, task_hash=spec.hash) as recorder:
+        if on_run is not None:
+            on_run(recorder.id)
         _log_task(recorder, spec)
         return _train_in_run(recorder, components, cache)
 

@@ -1,0 +1,63 @@
+"""The Celery application (``celery -A app worker -Q gpu``): configuration only, the tasks live in ``tasks/``.
+
+JSON is the only serializer; ``acks_late`` with ``task_reject_on_worker_lost`` requeues the message of a killed
+pool child at once. Recovery from a killed main worker process and exactly-once completion come from the task
+pool (lease + heartbeat + token-checked finish, see ``app.workflow.pool_worker``), not from the broker: the
+visibility timeout is set far beyond any task so Redis never redelivers a task that is still running.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, signals
+from kombu.entity import Exchange, Queue
+
+from app.settings import Settings, get_settings
+
+QUEUES = ("gpu", "cpu")
+VISIBILITY_TIMEOUT_S = 7 * 24 * 3600
+
+
+def make_app(settings: Settings) -> Celery:
+    """A Celery app for ``settings`` (broker, result backend)."""
+    celery = Celery("qtrain", include=["tasks.train"])
+    celery.conf.update(
+        broker_url=settings.broker_url,
+        result_backend=settings.result_backend,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        event_serializer="json",
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_queues=[Queue(name, Exchange(name), routing_key=name) for name in QUEUES],  # type: ignore[no-untyped-call]
+        task_default_queue="cpu",
+        task_default_exchange="cpu",
+        task_default_routing_key="cpu",
+        task_track_started=True,
+        task_send_sent_event=True,
+        worker_send_task_events=True,
+        result_expires=7 * 24 * 3600,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
+        result_backend_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
+        mongodb_backend_settings={"options": {"serverSelectionTimeoutMS": 5000}},  # URI timeouts are mis-scaled
+        worker_hijack_root_logger=False,
+    )
+    return celery
+
+
+app = make_app(get_settings())
+
+
+@signals.worker_process_init.connect  # type: ignore[untyped-decorator]
+def _limit_threads(**_: Any) -> None:
+    """Each pool child uses ``QTRAIN_WORKER_THREADS`` threads (torch otherwise takes every core per process)."""
+    threads = get_settings().worker_threads
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)

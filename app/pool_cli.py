@@ -1,0 +1,174 @@
+"""``qtrain pool status|list|reset|requeue|purge|reconcile|work``: operating the task pool from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import time
+from typing import Any
+
+from app.errors import ConfigError
+from app.settings import Settings
+from app.taskpool.base import STATUSES
+
+
+def add_pool_commands(commands: Any) -> None:
+    """Register ``qtrain pool ...`` on the top-level subparsers."""
+    pool = commands.add_parser("pool", help="the task pool: status, list, reset, requeue, purge, reconcile, work")
+    sub = pool.add_subparsers(title="pool commands", metavar="COMMAND")
+
+    status = sub.add_parser("status", help="tasks per status, for one pool or every pool")
+    status.add_argument("pool", nargs="?", help="pool name (default: all pools)")
+    status.set_defaults(func=_status)
+
+    lst = sub.add_parser("list", help="the tasks of a pool")
+    lst.add_argument("pool")
+    lst.add_argument("--status", action="append", choices=STATUSES, help="only these statuses (repeatable)")
+    lst.set_defaults(func=_list)
+
+    reset = sub.add_parser("reset", help="running/failed tasks back to waiting (attempts 0), then dispatch them")
+    reset.add_argument("pool")
+    reset.add_argument("--status", action="append", choices=STATUSES, help="default: running and failed")
+    reset.set_defaults(func=_reset)
+
+    requeue = sub.add_parser("requeue", help="these tasks back to waiting, then dispatch them")
+    requeue.add_argument("task_ids", nargs="+", metavar="TASK_ID")
+    requeue.set_defaults(func=_requeue)
+
+    purge = sub.add_parser("purge", help="delete every task of a pool (MLflow runs are kept)")
+    purge.add_argument("pool")
+    purge.add_argument("--yes", action="store_true", help="required: confirms the deletion")
+    purge.set_defaults(func=_purge)
+
+    rec = sub.add_parser("reconcile", help="expire dead leases and re-send messages the broker lost")
+    rec.add_argument("pool")
+    rec.set_defaults(func=_reconcile)
+
+    work = sub.add_parser("work", help="be a worker without Celery: claim and train tasks of a pool until none")
+    work.add_argument("pool")
+    work.add_argument("--stage", choices=["train", "end"], default="train", help="end: fit begun (part_done) tasks")
+    work.add_argument("--wait", type=float, default=0.0, help="keep polling this many seconds when idle")
+    work.set_defaults(func=_work)
+
+
+def _open(settings: Settings) -> Any:
+    from app.taskpool import open_pool
+
+    return open_pool(settings.task_store)
+
+
+def _broker() -> Any:
+    from app.broker import CeleryBroker
+    from app.celery import app
+
+    return CeleryBroker(app)
+
+
+def _print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    Console(width=200).print(table)
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> None:
+    store = _open(settings)
+    pools = [args.pool] if args.pool else store.pools()
+    rows = []
+    for name in pools:
+        stats = store.stats(name)
+        rows.append([name, *(str(stats[s]) for s in STATUSES), str(sum(stats.values()))])
+    _print_table(f"task pools at {_masked(settings.task_store)}", ["pool", *STATUSES, "total"], rows)
+
+
+def _list(args: argparse.Namespace, settings: Settings) -> None:
+    tasks = _open(settings).list(args.pool, args.status)
+    rows = [
+        [
+            t.id, t.status, t.queue, str(t.priority), f"{t.attempts}/{t.max_attempts}", t.worker or "",
+            t.run_id or "", _ago(t.updated_at), (t.error or "")[:60],
+        ]
+        for t in tasks
+    ]  # fmt: skip
+    columns = ["task", "status", "queue", "prio", "attempts", "worker", "run", "updated", "error"]
+    _print_table(f"pool {args.pool}: {len(tasks)} tasks", columns, rows)
+
+
+def _reset(args: argparse.Namespace, settings: Settings) -> None:
+    store = _open(settings)
+    count = store.reset(args.pool, args.status or ("running", "failed"))
+    sent = _dispatch_pool(store, args.pool)
+    print(f"reset {count} task(s) of pool {args.pool}; sent {sent} message(s)")
+
+
+def _requeue(args: argparse.Namespace, settings: Settings) -> None:
+    store = _open(settings)
+    pools = {store.get(task_id).pool for task_id in args.task_ids}
+    count = store.requeue(args.task_ids)
+    sent = sum(_dispatch_pool(store, name) for name in pools)
+    print(f"requeued {count} task(s); sent {sent} message(s)")
+
+
+def _purge(args: argparse.Namespace, settings: Settings) -> None:
+    if not args.yes:
+        raise ConfigError(f"purge deletes every task of pool {args.pool!r}; add --yes to confirm")
+    print(f"deleted {_open(settings).purge(args.pool)} task(s) of pool {args.pool}")
+
+
+def _reconcile(args: argparse.Namespace, settings: Settings) -> None:
+    from app.workflow.trainer_rm import reconcile
+
+    report = reconcile(_open(settings), args.pool, _broker(), ends=True)
+    print(f"pool {args.pool}: {report.expired} expired lease(s) returned, {report.dispatched} message(s) sent")
+
+
+def _work(args: argparse.Namespace, settings: Settings) -> None:
+    from app.config import build_components
+    from app.dataset.cache import FeatureCache
+    from app.tracking.manager import ExpManager
+    from app.workflow.pool_worker import PoolWorker
+
+    worker = PoolWorker(
+        _open(settings), ExpManager(settings.tracking_uri, settings.artifact_root), build_components,
+        worker=f"{socket.gethostname()}:{os.getpid()}", cache=FeatureCache(settings.cache_dir / "features"),
+        checkpoint_root=settings.checkpoint_dir, lease_s=settings.lease_s,
+    )  # fmt: skip
+    idle_since, done = time.monotonic(), 0
+    while True:
+        outcome = worker.run(args.pool, stage=args.stage)
+        if outcome.action != "skipped":
+            print(f"task {outcome.task_id}: {outcome.action} ({outcome.status}) run {outcome.run_id or '-'}")
+            done, idle_since = done + 1, time.monotonic()
+        elif time.monotonic() - idle_since >= args.wait:
+            break
+        else:
+            time.sleep(1.0)
+    print(f"no claimable task left in pool {args.pool}; handled {done}")
+
+
+def _dispatch_pool(store: Any, pool: str) -> int:
+    """Send messages for the pool's waiting tasks that have none (Celery on Redis)."""
+    from app.workflow.trainer_rm import reconcile
+
+    return reconcile(store, pool, _broker(), grace_s=0.0).dispatched
+
+
+def _masked(url: str) -> str:
+    from app.taskpool.urls import mask_url
+
+    return mask_url(url)
+
+
+def _ago(when: Any) -> str:
+    if when is None:
+        return ""
+    from datetime import UTC, datetime
+
+    seconds = (datetime.now(UTC) - when).total_seconds()
+    return f"{seconds:.0f}s ago" if seconds < 120 else f"{seconds / 60:.0f}m ago"

@@ -1,0 +1,48 @@
+"""The task pool: the system of record for every task's state (Qlib's TaskManager, without its defects)."""
+
+from __future__ import annotations
+
+from app.errors import ConfigError
+from app.taskpool.base import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS, STATUSES, Stage, Status, TaskPool, TaskRecord
+from app.taskpool.sqlite import SQLiteTaskPool
+from app.taskpool.urls import is_mongo_url, mask_url, mongo_database, sqlite_path
+
+__all__ = [
+    "DEFAULT_LEASE_S",
+    "DEFAULT_MAX_ATTEMPTS",
+    "STATUSES",
+    "SQLiteTaskPool",
+    "Stage",
+    "Status",
+    "TaskPool",
+    "TaskRecord",
+    "mask_url",
+    "open_pool",
+]
+
+E_STORE_URL = (
+    "QTRAIN_TASK_STORE={url!r} is not a task store URL. Use sqlite:///PATH for the embedded store (e.g. "
+    "sqlite:///.qtrain/tasks.db relative to the working directory, sqlite:////srv/qtrain/tasks.db absolute) or "
+    "mongodb://[user:password@]host[:port][/database] (mongodb+srv://... too; database defaults to qtrain)"
+)
+
+
+def open_pool(url: str) -> TaskPool:
+    """The task store named by ``url`` (the value of QTRAIN_TASK_STORE).
+
+    ``sqlite:///PATH`` opens a :class:`SQLiteTaskPool`; ``mongodb://`` and ``mongodb+srv://`` a
+    :class:`app.taskpool.mongo.MongoTaskPool` on the database named by the URL's path (default "qtrain").
+    pymongo is imported only for MongoDB URLs.
+
+    Raises:
+        ConfigError: ``url`` is neither form (the message masks any password in it).
+    """
+    if not isinstance(url, str):
+        raise ConfigError(E_STORE_URL.format(url=url))
+    if url.startswith("sqlite:"):
+        return SQLiteTaskPool(sqlite_path(url))
+    if is_mongo_url(url):
+        from app.taskpool.mongo import MongoTaskPool
+
+        return MongoTaskPool(url, database=mongo_database(url))
+    raise ConfigError(E_STORE_URL.format(url=mask_url(url)))

@@ -1,0 +1,111 @@
+"""Submits a sweep to the task pool and Celery, waits (unless ``detach``), and reports like a local sweep.
+
+Each job's config is composed here, on the client, and resolved into a JSON task spec (nothing is pickled);
+all jobs are validated and built before the first one is submitted. Results land in each job's output
+directory as ``result.json``, so ``app.sweep.SweepSummary`` prints the same summary table as for local sweeps.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+log = logging.getLogger(__name__)
+
+
+class CeleryLauncher(Launcher):
+    def __init__(self, **params: Any) -> None:
+        self.params = params
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+        self.task_function: TaskFunction | None = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from app.config import prepare_config, task_spec_from_config
+        from app.settings import get_settings
+        from app.sweep import job_outcome, write_outcome
+
+        assert self.config is not None and self.hydra_context is not None
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        settings = get_settings()
+        jobs = []
+        for offset, overrides in enumerate(job_overrides):
+            idx = initial_job_idx + offset
+            log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
+            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            with open_dict(cfg):
+                cfg.hydra.job.id = f"{cfg.hydra.job.name}_{idx}"
+                cfg.hydra.job.num = idx
+            HydraConfig.instance().set_config(cfg)
+            output_dir = Path(str(cfg.hydra.sweep.dir)) / str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
+            with read_write(cfg.hydra.runtime), open_dict(cfg.hydra.runtime):
+                cfg.hydra.runtime.output_dir = str(output_dir.resolve())
+            prepare_config(cfg, cfg.hydra.runtime.choices.get("data"), settings)
+            jobs.append((list(overrides), cfg, task_spec_from_config(cfg), output_dir))
+        trainers = self._trainers({str(cfg.experiment_name) for _, cfg, _, _ in jobs})
+        tasks = [trainers[str(cfg.experiment_name)].submit([spec])[0] for _, cfg, spec, _ in jobs]
+        any_trainer = next(iter(trainers.values()))
+        print(f"submitted {len(tasks)} task(s) to pool {any_trainer.pool_name} "
+              f"({sum(t.status == 'done' for t in tasks)} already done)", flush=True)  # fmt: skip
+        if self.params.get("detach"):
+            results = [None] * len(tasks)
+            print(f"detached; follow with: qtrain pool status {any_trainer.pool_name}")
+        else:
+            results = list(any_trainer.wait([t.id for t in tasks]))
+        returns = []
+        for (overrides, cfg, spec, output_dir), task, result in zip(jobs, tasks, results, strict=True):
+            outcome = job_outcome(overrides, cfg, spec.hash, result, task_id=task.id, pool=task.pool)
+            write_outcome(output_dir, outcome)
+            returns.append(_job_return(overrides, cfg, outcome))
+        return returns
+
+    def _trainers(self, experiments: set[str]) -> dict[str, Any]:
+        from app.broker import CeleryBroker
+        from app.celery import app
+        from app.config import build_components
+        from app.settings import get_settings
+        from app.taskpool import open_pool
+        from app.tracking.manager import ExpManager
+        from app.workflow.trainer_rm import TrainerRM
+
+        settings = get_settings()
+        pool, broker = open_pool(settings.task_store), CeleryBroker(app)
+        manager = ExpManager(settings.tracking_uri, settings.artifact_root)
+        pool_name = self.params.get("pool") or sorted(experiments)[0]
+        return {
+            name: TrainerRM(
+                manager,
+                build_components,
+                experiment_name=name,
+                pool=pool,
+                broker=broker,
+                pool_name=pool_name,
+                priority=int(self.params.get("priority", 0)),
+                max_attempts=int(self.params.get("max_attempts", 3)),
+                poll_s=float(self.params.get("poll_s", 1.0)),
+                timeout_s=self.params.get("timeout_s"),
+                lease_s=settings.lease_s,
+            )
+            for name in experiments
+        }
+
+
+def _job_return(overrides: list[str], cfg: DictConfig, outcome: dict[str, Any]) -> JobReturn:
+    task_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    ret = JobReturn(overrides=overrides, cfg=task_cfg, hydra_cfg=cfg, working_dir=os.getcwd(),
+                    task_name=str(cfg.hydra.job.name), status=JobStatus.COMPLETED)  # fmt: skip
+    ret.return_value = outcome
+    return ret
