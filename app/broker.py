@@ -17,7 +17,7 @@ from celery import Celery
 from app.celery import QUEUES
 from app.errors import ConfigError
 from app.taskpool.base import TaskRecord
-from app.taskpool.urls import mask_url
+from app.urls import mask_url
 
 log = logging.getLogger(__name__)
 

@@ -8,12 +8,17 @@ visibility timeout is set far beyond any task so Redis never redelivers a task t
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from typing import Any
 
 from celery import Celery, signals
 from kombu.entity import Exchange, Queue
 
 from app.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
 
 QUEUES = ("gpu", "cpu")
 VISIBILITY_TIMEOUT_S = 7 * 24 * 3600
@@ -61,3 +66,21 @@ def _limit_threads(**_: Any) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+@signals.worker_ready.connect  # type: ignore[untyped-decorator]
+def _start_reconciler(**_: Any) -> None:
+    """Every worker also reconciles the pools, so a detached sweep recovers from dead workers and lost messages
+    without a client waiting on it."""
+    threading.Thread(target=_reconcile_forever, name="qtrain-reconciler", daemon=True).start()
+
+
+def _reconcile_forever() -> None:
+    from app.pool_runtime import reconcile_pools
+
+    while True:
+        time.sleep(get_settings().lease_s)
+        try:
+            reconcile_pools()
+        except Exception:  # the store or broker is down for a moment: try again next round
+            log.exception("reconciling the task pools failed")

@@ -253,11 +253,14 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> None:
 def _report(args: argparse.Namespace, settings: Settings) -> None:
     from app.tracking.manager import ExpManager
     from app.tracking.summary import run_table, summary_table
+    from app.urls import mask_url
 
     manager = ExpManager(settings.tracking_uri, settings.artifact_root)
     if args.experiment not in manager.list_experiments():
         known = ", ".join(sorted(manager.list_experiments())) or "none"
-        raise ConfigError(f"no experiment {args.experiment!r} at {settings.tracking_uri}; experiments: {known}")
+        raise ConfigError(
+            f"no experiment {args.experiment!r} at {mask_url(settings.tracking_uri)}; experiments: {known}"
+        )
     rows = run_table(manager.search_records([args.experiment]))
     summary = summary_table(rows)
     if args.format == "json":

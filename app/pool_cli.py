@@ -160,7 +160,7 @@ def _dispatch_pool(store: Any, pool: str) -> int:
 
 
 def _masked(url: str) -> str:
-    from app.taskpool.urls import mask_url
+    from app.urls import mask_url
 
     return mask_url(url)
 

@@ -267,6 +267,7 @@ def _merge_rolling(manager: Any, results: list[Any], spec: Any, rolling: dict[st
 
 def _report(outcome: dict[str, Any], experiment: str, task_hash: str, tracking_uri: str, *, quiet: bool) -> None:
     from app.tracking.summary import KEY_METRICS
+    from app.urls import mask_url
 
     run = outcome["run_id"] or "(none)"
     if outcome["error"]:
@@ -278,4 +279,4 @@ def _report(outcome: dict[str, Any], experiment: str, task_hash: str, tracking_u
     for title, key in KEY_METRICS:
         if key in outcome["metrics"]:
             print(f"  {title:<20} {outcome['metrics'][key]: .4f}")
-    print(f"open the MLflow UI on it: mlflow ui --backend-store-uri {tracking_uri}")
+    print(f"open the MLflow UI on it: mlflow ui --backend-store-uri {mask_url(tracking_uri)}")

@@ -26,7 +26,8 @@ from pymongo.errors import ConnectionFailure, DuplicateKeyError, InvalidURI, Ope
 from app.errors import ConfigError, TaskNotFoundError, TaskStoreError
 from app.taskpool import rules
 from app.taskpool.base import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS, STATUSES, Stage, Status, TaskRecord
-from app.taskpool.urls import has_credentials, is_mongo_url, mask_url, url_password
+from app.taskpool.urls import is_mongo_url
+from app.urls import has_credentials, mask_url, url_password
 
 log = logging.getLogger(__name__)
 

@@ -26,6 +26,7 @@ from app.tracking.store import (
     mlflow_errors,
     prepare_tracking_store,
 )
+from app.urls import mask_url
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -62,7 +63,7 @@ class ExpManager:
         self.active_experiment: Experiment | None = None
 
     def __repr__(self) -> str:
-        return f"ExpManager(uri={self._uri!r}, artifact_root={self._artifact_root!r})"
+        return f"ExpManager(uri={mask_url(self._uri)!r}, artifact_root={self._artifact_root!r})"
 
     @property
     def uri(self) -> str:
@@ -205,11 +206,12 @@ class ExpManager:
                 return self.create_exp(experiment_name)
             what = f"id {experiment_id!r}" if experiment_id is not None else f"name {experiment_name!r}"
             known = ", ".join(sorted(self.list_experiments())) or "none"
-            raise ExperimentNotFoundError(f"no experiment with {what} at {self._uri}; known: {known}")
+            raise ExperimentNotFoundError(f"no experiment with {what} at {mask_url(self._uri)}; known: {known}")
         if found.lifecycle_stage == "deleted":
             raise ExperimentNotFoundError(
-                f"experiment {found.name!r} (id {found.experiment_id}) at {self._uri} is deleted; restore it with "
-                f"`mlflow experiments restore --experiment-id {found.experiment_id}` or use another name"
+                f"experiment {found.name!r} (id {found.experiment_id}) at {mask_url(self._uri)} is deleted; "
+                f"restore it with `mlflow experiments restore --experiment-id {found.experiment_id}` "
+                "or use another name"
             )
         if self.active_experiment is not None and self.active_experiment.id == found.experiment_id:
             return self.active_experiment
@@ -217,7 +219,7 @@ class ExpManager:
 
     def list_experiments(self) -> dict[str, Experiment]:
         """Active experiments by name."""
-        with mlflow_errors(f"listing experiments at {self._uri}"):
+        with mlflow_errors(f"listing experiments at {mask_url(self._uri)}"):
             found = self._client.search_experiments()
         return {e.name: Experiment(self._client, e.experiment_id, e.name, source_dir=self._source_dir) for e in found}
 
@@ -257,8 +259,8 @@ class ExpManager:
             run = self._client.get_run(run_id)
         except MlflowException as exc:
             if error_code(exc) in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-                raise RecorderNotFoundError(f"no run {run_id!r} at {self._uri}; check the run id") from exc
-            raise TrackingError(f"reading run {run_id} at {self._uri} failed: {exc.message}") from exc
+                raise RecorderNotFoundError(f"no run {run_id!r} at {mask_url(self._uri)}; check the run id") from exc
+            raise TrackingError(f"reading run {run_id} at {mask_url(self._uri)} failed: {exc.message}") from exc
         return Recorder.from_run(self._client, run, self._source_dir)
 
     def register_model(self, run_id: str, name: str, artifact_path: str = "model") -> int:
@@ -279,4 +281,6 @@ class ExpManager:
             if error_code(exc) in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
                 return None
             what = name if experiment_id is None else experiment_id
-            raise TrackingError(f"looking up experiment {what!r} at {self._uri} failed: {exc.message}") from exc
+            raise TrackingError(
+                f"looking up experiment {what!r} at {mask_url(self._uri)} failed: {exc.message}"
+            ) from exc

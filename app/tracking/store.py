@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 from app.errors import ConfigError, TrackingError
+from app.urls import mask_url
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -127,9 +128,12 @@ def prepare_tracking_store(
             if "out-of-date database schema" in exc.message:
                 raise TrackingError(
                     f"tracking DB {db} was made by an older MLflow: {exc.message.split('.')[0]}. Back up {db}, "
-                    f"then run `mlflow db upgrade {tracking_uri}` or prepare_tracking_store(..., upgrade=True)"
+                    f"then run `mlflow db upgrade {mask_url(tracking_uri)}` "
+                    "or prepare_tracking_store(..., upgrade=True)"
                 ) from exc
-            raise TrackingError(f"cannot open tracking DB {db} ({tracking_uri}): {exc.message}; {URI_HINT}") from exc
+            raise TrackingError(
+                f"cannot open tracking DB {db} ({mask_url(tracking_uri)}): {exc.message}; {URI_HINT}"
+            ) from exc
 
 
 def _upgrade(tracking_uri: str, db: Path) -> None:
@@ -141,7 +145,7 @@ def _upgrade(tracking_uri: str, db: Path) -> None:
         timeout=600,
     )
     if out.returncode != 0:
-        raise TrackingError(f"`mlflow db upgrade {tracking_uri}` failed for {db}:\n{out.stderr[-2000:]}")
+        raise TrackingError(f"`mlflow db upgrade {mask_url(tracking_uri)}` failed for {db}:\n{out.stderr[-2000:]}")
 
 
 def make_client(tracking_uri: str) -> MlflowClient:

@@ -124,6 +124,10 @@ class PoolWorker:
         if task.run_id:
             self._end_run(task.run_id, KILLED, only_if_running=True)
 
+    def end_killed_run(self, run_id: str) -> None:
+        """End ``run_id`` KILLED if it is still RUNNING (its attempt's lease expired)."""
+        self._end_run(run_id, KILLED, only_if_running=True)
+
     def _end_run(self, run_id: str, status: str, *, only_if_running: bool = False) -> None:
         try:
             if only_if_running and self.manager.get_recorder(run_id).status != RUNNING:

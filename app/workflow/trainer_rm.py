@@ -167,7 +167,7 @@ class TrainerRM(TrainerR):
         """
         final = {"done", "failed", *until}
         started = time.monotonic()
-        worker = self._local_worker() if self.work_locally else None
+        worker = self._runner() if self.work_locally else None
         with ProgressBar(len(task_ids), f"pool {self.pool_name}", unit="tasks") as bar:
             while True:
                 tasks = [self.pool.get(i) for i in task_ids]
@@ -184,7 +184,7 @@ class TrainerRM(TrainerR):
                         f"{len(tasks) - settled} of {len(tasks)} tasks of pool {self.pool_name} are still pending "
                         f"after {self.timeout_s:g} s; they stay in the pool (qtrain pool status {self.pool_name})"
                     )
-                reconcile(self.pool, self.pool_name, self.broker, ends=ends, end_run=self._end_killed)
+                reconcile(self.pool, self.pool_name, self.broker, ends=ends, end_run=self._runner().end_killed_run)
                 if (
                     worker is not None
                     and worker.run(self.pool_name, stage="end" if ends else "train").action != "skipped"
@@ -192,19 +192,12 @@ class TrainerRM(TrainerR):
                     continue
                 time.sleep(self.poll_s)
 
-    def _local_worker(self) -> PoolWorker:
+    def _runner(self) -> PoolWorker:
         return PoolWorker(
             self.pool, self.manager, self.build, worker=f"{socket.gethostname()}:client", cache=self.cache,
             checkpoint_root=self.checkpoint_root, lease_s=self.lease_s,
             redispatch=lambda task: send(self.pool, self.broker, task),
         )  # fmt: skip
-
-    def _end_killed(self, run_id: str) -> None:
-        try:
-            if self.manager.get_recorder(run_id).status == "RUNNING":
-                self.manager.client.set_terminated(run_id, "KILLED")
-        except Exception as exc:  # never let tracking trouble stop the wait
-            log.warning("could not end run %s KILLED: %s", run_id, exc)
 
 
 class DelayTrainerRM(TrainerRM):

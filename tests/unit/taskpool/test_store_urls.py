@@ -11,7 +11,8 @@ import pytest
 
 from app.errors import ConfigError
 from app.taskpool import SQLiteTaskPool, open_pool
-from app.taskpool.urls import mask_url, mongo_database, sqlite_path
+from app.taskpool.urls import mongo_database, sqlite_path
+from app.urls import mask_url
 
 ROOT = Path(__file__).resolve().parents[3]
 
