@@ -69,7 +69,9 @@ class CeleryLauncher(Launcher):
         for (overrides, cfg, spec, output_dir), task, result in zip(jobs, tasks, results, strict=True):
             outcome = job_outcome(overrides, cfg, spec.hash, result, task_id=task.id, pool=task.pool)
             write_outcome(output_dir, outcome)
-            returns.append(_job_return(overrides, cfg, outcome))
+            objective = self.params.get("objective")
+            value = outcome["metrics"].get(objective, float("nan")) if objective else outcome
+            returns.append(_job_return(overrides, cfg, value))
         return returns
 
     def _trainers(self, experiments: set[str]) -> dict[str, Any]:
@@ -103,9 +105,9 @@ class CeleryLauncher(Launcher):
         }
 
 
-def _job_return(overrides: list[str], cfg: DictConfig, outcome: dict[str, Any]) -> JobReturn:
+def _job_return(overrides: list[str], cfg: DictConfig, value: Any) -> JobReturn:
     task_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     ret = JobReturn(overrides=overrides, cfg=task_cfg, hydra_cfg=cfg, working_dir=os.getcwd(),
                     task_name=str(cfg.hydra.job.name), status=JobStatus.COMPLETED)  # fmt: skip
-    ret.return_value = outcome
+    ret.return_value = value
     return ret

@@ -19,6 +19,7 @@ from app.tracking import ExpManager, prepare_tracking_store
 from app.workflow.spec import TaskSpec
 from app.workflow.train import Components, begin_task_train, end_task_train, task_train
 from app.workflow.trainer import DelayTrainerR, TrainerR
+from tests.small_specs import small_spec
 
 pytestmark = pytest.mark.slow
 
@@ -28,44 +29,7 @@ TIMINGS = {"time_data_s", "time_fit_s", "time_records_s"}
 def _spec(root: Path, seed: int = 0, **model: Any) -> dict[str, Any]:
     segments = {"train": ["2015-01-05", "2015-08-31"], "valid": ["2015-09-01", "2015-10-30"],
                 "test": ["2015-11-02", "2016-03-10"]}  # fmt: skip
-    return {
-        "seed": seed,
-        # build() below reads the store from the fixture, not from this node: these tests do not depend on its shape
-        "data": {"root": str(root)},
-        "dataset": {
-            "_target_": "app.dataset.handler.DatasetSpec",
-            "segments": segments,
-            "handler": {
-                "_target_": "app.dataset.handler.DataHandler",
-                "features": {"_target_": "app.features.handlers.alpha158", "rolling_windows": [5, 20]},
-                "market": "synth",
-                "start_time": segments["train"][0],
-                "end_time": segments["test"][1],
-                "fit_start_time": segments["train"][0],
-                "fit_end_time": segments["train"][1],
-                "learn_processors": [
-                    {"_target_": "app.dataset.processors.DropnaLabel"},
-                    {"_target_": "app.dataset.processors.CSZScoreNorm", "fields_group": "label"},
-                ],
-            },
-        },
-        "model": {
-            "_target_": "app.models.lgbm.LightGBMModel",
-            "num_boost_round": 20,
-            "num_threads": 1,
-            "num_leaves": 15,
-            "seed": seed,
-            **model,
-        },
-        "records": [
-            {"_target_": "app.evaluation.records.SignalRecord"},
-            {"_target_": "app.evaluation.records.SigAnaRecord"},
-            {
-                "_target_": "app.evaluation.records.PortAnaRecord",
-                "config": {"_target_": "app.evaluation.backtest.BacktestConfig", "topk": 5, "n_drop": 1},
-            },
-        ],
-    }
+    return small_spec(root, segments, seed=seed, **model)
 
 
 @pytest.fixture(scope="module")

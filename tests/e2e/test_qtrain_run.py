@@ -15,18 +15,9 @@ from app.data.synth import SynthSpec, write_synth_market
 from app.errors import QtrainError
 from app.run import validate_jobs
 from app.tracking.manager import ExpManager
+from tests.small_specs import QUICK_LGBM, SEGMENTS
 
 pytestmark = pytest.mark.slow
-SEGMENTS = "data.segments={train:[2015-01-05,2015-10-30],valid:[2015-11-02,2015-12-31],test:[2016-01-04,2016-05-31]}"
-QUICK_LGBM = [
-    "model.num_boost_round=20",
-    "model.num_leaves=15",
-    "model.lambda_l1=0",
-    "model.lambda_l2=1",
-    "model.num_threads=1",
-    "record.port_ana.config.topk=5",
-    "record.port_ana.config.n_drop=1",
-]
 
 
 @pytest.fixture(scope="module")
@@ -50,21 +41,22 @@ def _runs(work: Path, experiment: str = "qtrain") -> pd.DataFrame:
     return ExpManager(f"sqlite:///{work / 'mlflow.db'}").search_records([experiment])
 
 
-def test_run_trains_and_records(tmp_path: Path, market: Path) -> None:
-    out = _qtrain(tmp_path, market, "run", SEGMENTS, *QUICK_LGBM, "seed=3")
+def test_the_lgbm_preset_trains_and_records(tmp_path: Path, market: Path) -> None:
+    # experiment=lgbm_alpha158 is the default config recorded under its own experiment name
+    out = _qtrain(tmp_path, market, "run", "experiment=lgbm_alpha158", SEGMENTS, *QUICK_LGBM, "seed=3")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "finished" in out.stdout and "Rank IC" in out.stdout
     assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path / 'mlflow.db'}" in out.stdout
-    runs = _runs(tmp_path)
+    runs = _runs(tmp_path, "lgbm_alpha158")
     assert list(runs["status"]) == ["FINISHED"] and runs["tags.feature_cache"].iloc[0] == "miss"
-    report = _qtrain(tmp_path, market, "report", "qtrain")
+    assert runs["params.seed"].iloc[0] == "3" and "metrics.1day.excess_return_with_cost.annualized_return" in runs
+    report = _qtrain(tmp_path, market, "report", "lgbm_alpha158")
     assert report.returncode == 0 and "LightGBMModel" in report.stdout and "FINISHED" in report.stdout
 
 
 @pytest.mark.parametrize(
     ("experiment", "overrides"),
     [
-        ("lgbm_alpha158", QUICK_LGBM[:5]),
         ("double_ensemble_alpha158", ["model.num_models=2", "model.sub_weights=[1,1]", "model.epochs=15",
                                       "model.num_threads=1", "model.num_leaves=15", "model.lambda_l1=0"]),
         ("gru_alpha158", ["model.n_epochs=2", "model.batch_size=256", "model.device=cpu"]),

@@ -15,6 +15,7 @@ from app.tracking.manager import ExpManager
 from app.workflow.spec import TaskSpec
 from app.workflow.train import task_train
 from app.workflow.trainer import TrainerR
+from tests.small_specs import small_spec
 
 pytestmark = pytest.mark.slow
 
@@ -22,46 +23,7 @@ pytestmark = pytest.mark.slow
 def _spec(root: Path, **model: Any) -> dict[str, Any]:
     segments = {"train": ["2015-01-05", "2015-10-30"], "valid": ["2015-11-02", "2015-12-31"],
                 "test": ["2016-01-04", "2016-03-31"]}  # fmt: skip
-    return {
-        "seed": 0,
-        "data": {
-            "store": {"_target_": "app.data.store.QlibStore", "root": str(root)},
-            "market": "synth",
-            "segments": segments,
-        },
-        "dataset": {
-            "_target_": "app.dataset.handler.DatasetSpec",
-            "segments": segments,
-            "handler": {
-                "_target_": "app.dataset.handler.DataHandler",
-                "features": {"_target_": "app.features.handlers.alpha158", "rolling_windows": [5, 20]},
-                "market": "synth",
-                "start_time": "2015-01-05",
-                "end_time": "2016-03-31",
-                "fit_start_time": "2015-01-05",
-                "fit_end_time": "2015-10-30",
-                "learn_processors": [
-                    {"_target_": "app.dataset.processors.DropnaLabel"},
-                    {"_target_": "app.dataset.processors.CSZScoreNorm", "fields_group": "label"},
-                ],
-            },
-        },
-        "model": {
-            "_target_": "app.models.lgbm.LightGBMModel",
-            "num_boost_round": 20,
-            "num_threads": 1,
-            "num_leaves": 15,
-            **model,
-        },
-        "records": [
-            {"_target_": "app.evaluation.records.SignalRecord"},
-            {"_target_": "app.evaluation.records.SigAnaRecord"},
-            {
-                "_target_": "app.evaluation.records.PortAnaRecord",
-                "config": {"_target_": "app.evaluation.backtest.BacktestConfig", "topk": 5, "n_drop": 1},
-            },
-        ],
-    }
+    return small_spec(root, segments, **model)
 
 
 @pytest.fixture(scope="module")

@@ -17,18 +17,9 @@ import redis
 from app.taskpool import open_pool
 from app.taskpool.base import TaskPool
 from app.tracking.manager import ExpManager
+from tests.small_specs import QUICK_LGBM, SEGMENTS
 
 REDIS = "redis://127.0.0.1:6379"
-SEGMENTS = "data.segments={train:[2015-01-05,2015-10-30],valid:[2015-11-02,2015-12-31],test:[2016-01-04,2016-05-31]}"
-QUICK_LGBM = [
-    "model.num_boost_round=20",
-    "model.num_leaves=15",
-    "model.lambda_l1=0",
-    "model.lambda_l2=1",
-    "model.num_threads=1",
-    "record.port_ana.config.topk=5",
-    "record.port_ana.config.n_drop=1",
-]
 BIN = Path(sys.executable).parent
 
 

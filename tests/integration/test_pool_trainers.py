@@ -3,6 +3,7 @@ commands, on the real Redis."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,8 @@ from app.celery import make_app
 from app.config import build_components, conf_dir, task_spec_from_config
 from app.settings import load_settings
 from app.workflow.trainer_rm import DelayTrainerRM
-from tests.integration.celery_harness import QUICK_LGBM, SEGMENTS, Cluster, finish, runs_of, sweep_args, wait_for
+from tests.integration.celery_harness import Cluster, finish, runs_of, sweep_args, wait_for
+from tests.small_specs import QUICK_LGBM, SEGMENTS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MakeCluster = Callable[..., Cluster]
@@ -26,8 +28,8 @@ def _cli(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.CompletedProcess(args, code, out, err)
 
 
-def test_detached_sweep_is_finished_by_pool_work_and_stale_messages_do_nothing(cluster_factory: MakeCluster) -> None:
-    cluster = cluster_factory(3)
+def test_detached_sweeps_pool_work_stale_and_lost_messages(cluster_factory: MakeCluster) -> None:
+    cluster = cluster_factory(3, lease_s=3.0)
     out = _cli(cluster, *sweep_args("hydra.launcher.detach=true", seeds=(0, 1)))
     assert out.returncode == 0, out.stderr[-3000:]
     assert "detached; follow with: qtrain pool status qtrain" in out.stdout
@@ -36,26 +38,31 @@ def test_detached_sweep_is_finished_by_pool_work_and_stale_messages_do_nothing(c
 
     status = _cli(cluster, "pool", "status", "qtrain")
     assert status.returncode == 0 and "qtrain" in status.stdout and "waiting" in status.stdout
-
-    work = _cli(cluster, "pool", "work", "qtrain")  # a worker without Celery
+    work = _cli(cluster, "pool", "work", "qtrain")  # a worker without Celery trains both
     assert work.returncode == 0, work.stderr[-3000:]
-    assert work.stdout.count(": trained (done)") == 2
-    assert cluster.pool.stats("qtrain")["done"] == 2
-    assert sorted(s for _, s, _ in runs_of(cluster)) == ["FINISHED", "FINISHED"]
+    assert work.stdout.count(": trained (done)") == 2 and cluster.pool.stats("qtrain")["done"] == 2
 
-    cluster.start_worker("w1")  # it takes the two messages still queued: both tasks are done, nothing runs
-    wait_for(lambda: cluster.redis().llen("cpu") == 0, 60, "the stale messages to be consumed")
-    wait_for(lambda: cluster.worker_log("w1").count("succeeded") >= 2, 60, "the worker to ack them")
-    assert cluster.worker_log("w1").count("'action': 'skipped'") == 2
-    assert len(runs_of(cluster)) == 2
+    # two more tasks whose messages the broker loses, beside the two stale messages of the done tasks
+    out = _cli(cluster, *sweep_args("hydra.launcher.detach=true", seeds=(2, 3)))
+    assert out.returncode == 0, out.stderr[-3000:]
+    lost = {t.id for t in cluster.pool.list("qtrain", ["waiting"])}
+    for raw in cluster.redis().lrange("cpu", 0, -1):
+        if json.loads(raw)["headers"]["id"].split(".")[0] in lost:
+            cluster.redis().lrem("cpu", 1, raw)
+    assert cluster.redis().llen("cpu") == 2
+
+    cluster.start_worker("w1")  # acks the stale messages without work; its reconciler re-sends the lost ones
+    wait_for(lambda: cluster.pool.stats("qtrain")["done"] == 4, 180, "the worker to recover the lost tasks")
+    log = cluster.worker_log("w1")
+    assert log.count("'action': 'skipped'") == 2 and "has no live message: sending one" in log
+    assert sorted(s for _, s, _ in runs_of(cluster)) == ["FINISHED"] * 4
 
     listing = _cli(cluster, "pool", "list", "qtrain", "--status", "done")
-    assert listing.returncode == 0 and listing.stdout.count("done") >= 2
+    assert listing.returncode == 0 and listing.stdout.count("done") >= 4
     refused = _cli(cluster, "pool", "purge", "qtrain")
     assert refused.returncode == 2 and "--yes" in refused.stderr
     purged = _cli(cluster, "pool", "purge", "qtrain", "--yes")
-    assert purged.returncode == 0 and "deleted 2 task(s)" in purged.stdout
-    assert cluster.pool.stats("qtrain")["done"] == 0
+    assert purged.returncode == 0 and "deleted 4 task(s)" in purged.stdout
 
 
 def test_delay_trainer_rm_begins_every_task_then_ends_them(cluster_factory: MakeCluster, market: Path) -> None:
@@ -78,12 +85,19 @@ def test_delay_trainer_rm_begins_every_task_then_ends_them(cluster_factory: Make
     assert sorted(s for _, s, _ in runs_of(cluster, "delayed")) == ["FINISHED", "FINISHED"]
 
 
-def test_workers_reconcile_a_detached_sweep_whose_messages_were_lost(cluster_factory: MakeCluster) -> None:
-    cluster = cluster_factory(7, lease_s=3.0)
-    out = _cli(cluster, *sweep_args("hydra.launcher.detach=true", seeds=(0, 1)))
-    assert out.returncode == 0, out.stderr[-3000:]
-    cluster.redis().flushdb()  # the broker loses both messages; no client is waiting to notice
-    cluster.start_worker("w1")
-    wait_for(lambda: cluster.pool.stats("qtrain")["done"] == 2, 180, "the worker's reconciler to recover both")
-    assert "has no live message: sending one" in cluster.worker_log("w1")
-    assert sorted(s for _, s, _ in runs_of(cluster)) == ["FINISHED", "FINISHED"]
+def test_a_cuda_model_is_routed_to_the_gpu_queue(cluster_factory: MakeCluster, market: Path) -> None:
+    cluster = cluster_factory(9)
+    settings = load_settings(cluster.env, cluster.work)
+    base = ["data=import", f"data.store.root={market}", "data.market=synth", SEGMENTS]
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        gpu = task_spec_from_config(
+            compose("config", overrides=[*base, "experiment=mlp_alpha158", "model.device=cuda"])
+        )
+        cpu = task_spec_from_config(compose("config", overrides=[*base, *QUICK_LGBM]))
+    trainer = DelayTrainerRM(
+        cluster.manager, build_components, experiment_name="routing", pool=cluster.pool,
+        broker=CeleryBroker(make_app(settings)), pool_name="routing", wait=False,
+    )  # fmt: skip
+    trainer.train([gpu, cpu])  # submitted only: no worker, no GPU needed
+    assert [t.queue for t in cluster.pool.list("routing")] == ["gpu", "cpu"]
+    assert cluster.redis().llen("gpu") == 1 and cluster.redis().llen("cpu") == 1
