@@ -182,6 +182,7 @@ def train_job(cfg: Any) -> bool:
     from app.dataset.cache import FeatureCache
     from app.sweep import job_outcome, write_outcome
     from app.tracking.manager import ExpManager
+    from app.workflow.trainer_rm import TrainerRM
 
     settings = get_settings()
     hydra_cfg = HydraConfig.get()
@@ -192,9 +193,15 @@ def train_job(cfg: Any) -> bool:
     manager = ExpManager(settings.tracking_uri, settings.artifact_root)
     experiment = str(cfg.experiment_name)
     cache = FeatureCache(settings.cache_dir / "features")
-    trainer = instantiate(trainer_node)(manager, build_components, experiment_name=experiment, cache=cache)
+    make = instantiate(trainer_node)
+    pool_kwargs = _pool_kwargs(settings) if issubclass(make.func, TrainerRM) else {}
+    trainer = make(manager, build_components, experiment_name=experiment, cache=cache, **pool_kwargs)
     specs = rolling_specs(cfg, rolling) if rolling else [spec]
     results = trainer.train(specs)
+    if isinstance(trainer, TrainerRM) and not trainer.wait_for_results:
+        print(f"submitted {len(specs)} task(s) to pool {trainer.pool_name}; follow with: qtrain pool status")
+        write_outcome(hydra_cfg.runtime.output_dir, job_outcome(list(hydra_cfg.overrides.task), cfg, spec.hash, None))
+        return True
     if trainer.delayed:
         if not end:
             print(f"prepared {len(results)} run(s); fit them with: qtrain end {' '.join(r.run_id for r in results)}")
@@ -211,6 +218,20 @@ def train_job(cfg: Any) -> bool:
     write_outcome(hydra_cfg.runtime.output_dir, outcome)
     _report(outcome, experiment, spec.hash, settings.tracking_uri, quiet=hydra_cfg.mode == RunMode.MULTIRUN)
     return final.error is None
+
+
+def _pool_kwargs(settings: Any) -> dict[str, Any]:
+    """What a pool trainer needs beyond its config: the task store, the broker, lease and checkpoints."""
+    from app.broker import CeleryBroker
+    from app.celery import app
+    from app.taskpool import open_pool
+
+    return {
+        "pool": open_pool(settings.task_store),
+        "broker": CeleryBroker(app),
+        "lease_s": settings.lease_s,
+        "checkpoint_root": settings.checkpoint_dir,
+    }
 
 
 def rolling_specs(cfg: Any, rolling: dict[str, Any]) -> list[Any]:

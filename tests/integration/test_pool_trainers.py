@@ -42,9 +42,11 @@ def test_detached_sweeps_pool_work_stale_and_lost_messages(cluster_factory: Make
     assert work.returncode == 0, work.stderr[-3000:]
     assert work.stdout.count(": trained (done)") == 2 and cluster.pool.stats("qtrain")["done"] == 2
 
-    # two more tasks whose messages the broker loses, beside the two stale messages of the done tasks
-    out = _cli(cluster, *sweep_args("hydra.launcher.detach=true", seeds=(2, 3)))
+    # two more tasks, submitted by trainer=celery (a local sweep whose jobs each submit one task), whose messages
+    # the broker loses, beside the two stale messages of the done tasks
+    out = _cli(cluster, "run", "-m", SEGMENTS, *QUICK_LGBM, "seed=2,3", "trainer=celery", "trainer.wait=false")
     assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("submitted 1 task(s) to pool qtrain") == 2 and cluster.pool.stats("qtrain")["waiting"] == 2
     lost = {t.id for t in cluster.pool.list("qtrain", ["waiting"])}
     for raw in cluster.redis().lrange("cpu", 0, -1):
         if json.loads(raw)["headers"]["id"].split(".")[0] in lost:
