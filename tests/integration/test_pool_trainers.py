@@ -91,9 +91,10 @@ def test_a_cuda_model_is_routed_to_the_gpu_queue(cluster_factory: MakeCluster, m
     cluster = cluster_factory(9)
     settings = load_settings(cluster.env, cluster.work)
     base = ["data=import", f"data.store.root={market}", "data.market=synth", SEGMENTS]
+    limits = ["limits.soft_time_limit_s=600", "limits.time_limit_s=900"]
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         gpu = task_spec_from_config(
-            compose("config", overrides=[*base, "experiment=mlp_alpha158", "model.device=cuda"])
+            compose("config", overrides=[*base, "experiment=mlp_alpha158", "model.device=cuda", *limits])
         )
         cpu = task_spec_from_config(compose("config", overrides=[*base, *QUICK_LGBM]))
     trainer = DelayTrainerRM(
@@ -103,3 +104,6 @@ def test_a_cuda_model_is_routed_to_the_gpu_queue(cluster_factory: MakeCluster, m
     trainer.train([gpu, cpu])  # submitted only: no worker, no GPU needed
     assert [t.queue for t in cluster.pool.list("routing")] == ["gpu", "cpu"]
     assert cluster.redis().llen("gpu") == 1 and cluster.redis().llen("cpu") == 1
+    headers = [json.loads(cluster.redis().lrange(q, 0, 0)[0])["headers"] for q in ("gpu", "cpu")]
+    assert headers[0]["timelimit"] == [900, 600] and headers[1]["timelimit"] == [None, None]  # from the spec
+    assert headers[0]["task"] == "qtrain.train" and headers[0]["argsrepr"].startswith("['routing'")
