@@ -13,14 +13,11 @@ import dataclasses
 import difflib
 import importlib
 import inspect
-import sys
-import types
-import typing
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from app.errors import ConfigError
+from app.typecheck import describe, matches, type_hints
 
 _UNCHECKED = object()  # a hint we do not judge
 
@@ -66,9 +63,9 @@ def _check_node(node: Mapping[str, Any], path: str) -> None:
                 f"it takes: {', '.join(params) or 'none'}"
             )
         expected = hints.get(key, _UNCHECKED)
-        if expected is not _UNCHECKED and not _matches(node[key], expected):
+        if expected is not _UNCHECKED and not matches(node[key], expected, accept=_is_target_node):
             raise ConfigError(
-                f"{_join(path, key)}: expected {_describe(expected)}, got {node[key]!r} ({type(node[key]).__name__})"
+                f"{_join(path, key)}: expected {describe(expected)}, got {node[key]!r} ({type(node[key]).__name__})"
             )
     partial = bool(node.get("_partial_", False))
     missing = [name for name, required in params.items() if required and name not in node]
@@ -104,72 +101,13 @@ def _signature(func: Callable[..., Any]) -> tuple[dict[str, bool], dict[str, Any
             takes_any = True
         elif p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
             params[p.name] = p.default is p.empty
-    return params, _hints(func, params), takes_any
-
-
-def _hints(func: Any, names: Mapping[str, bool]) -> dict[str, Any]:
     owner = func.__init__ if inspect.isclass(func) and not dataclasses.is_dataclass(func) else func
-    try:
-        return {k: v for k, v in typing.get_type_hints(owner).items() if k in names}
-    except Exception:  # an annotation names something only imported for type checkers; judge the others
-        pass
-    raw: dict[str, Any] = {}
-    for klass in reversed(getattr(func, "__mro__", [func])):
-        raw.update(getattr(klass, "__annotations__", {}))
-    module = sys.modules.get(getattr(func, "__module__", ""), None)
-    scope = dict(vars(module)) if module else {}
-    out = {}
-    for name in names:
-        if name not in raw:
-            continue
-        annotation = raw[name]
-        try:
-            out[name] = eval(annotation, scope) if isinstance(annotation, str) else annotation
-        except Exception:
-            continue
-    return out
+    return params, type_hints(owner, list(params)), takes_any
 
 
-def _matches(value: Any, hint: Any) -> bool:
-    if hint is Any or hint is object:
-        return True
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, a) for a in args)
-    if origin is typing.Literal:
-        return value in args
-    if isinstance(value, Mapping) and "_target_" in value:
-        return True  # built into an object; its own node is checked separately
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
-    if hint is Path:
-        return isinstance(value, str)
-    if origin is not None and isinstance(origin, type):
-        if issubclass(origin, Mapping):
-            return isinstance(value, Mapping)
-        if issubclass(origin, tuple | list | Sequence) and not issubclass(origin, str):
-            if not isinstance(value, list):
-                return False
-            item = args[0] if args and (origin is not tuple or (len(args) == 2 and args[1] is Ellipsis)) else None
-            return item is None or all(_matches(v, item) for v in value)
-    return True  # classes, callables, dataframes...: not judged from JSON
-
-
-def _describe(hint: Any) -> str:
-    if typing.get_origin(hint) is typing.Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
-    if isinstance(hint, type):
-        return hint.__name__
-    return str(hint).replace("typing.", "").replace("collections.abc.", "")
+def _is_target_node(value: Any) -> bool:
+    """A node built into an object by its ``_target_``: its own keys are checked where it stands."""
+    return isinstance(value, Mapping) and "_target_" in value
 
 
 def _join(path: str, key: str) -> str:

@@ -16,7 +16,6 @@ from app.dataset.dataset import Dataset, TSDataset
 from app.dataset.processors import Processor
 from app.dataset.views import ProcessedViews
 from app.errors import ConfigError, DateRangeError, EmptyUniverseError, UnknownMarketError
-from app.features.frame import build_feature_frame
 from app.features.handlers import FeatureSet
 
 log = logging.getLogger(__name__)
@@ -68,6 +67,8 @@ class DataHandler:
         """The raw features and labels (computed, or loaded from ``cache``)."""
 
         def build() -> pd.DataFrame:
+            from app.features.frame import build_feature_frame  # numba kernels: loaded when features are built
+
             return build_feature_frame(store, self.features, self.market, self.start_time, self.end_time)
 
         if cache is None:

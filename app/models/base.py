@@ -110,60 +110,17 @@ def check_hyperparameters(model: object) -> None:
         ConfigError: naming the model, the field, the value and the expected type.
     """
     import dataclasses
-    import typing
 
-    hints = typing.get_type_hints(type(model))
+    from app.typecheck import describe, matches, type_hints
+
+    hints = type_hints(type(model))
     for f in dataclasses.fields(model):  # type: ignore[arg-type]
-        if not f.init or f.name.startswith("_"):
+        if not f.init or f.name.startswith("_") or f.name not in hints:
             continue
         value = getattr(model, f.name)
         expected = hints[f.name]
-        if not _matches(value, expected):
+        if not matches(value, expected):
             raise ConfigError(
                 f"{type(model).__name__}: {f.name}={value!r} ({type(value).__name__}) is not "
-                f"{_describe_type(expected)}; fix model.{f.name} in the config"
+                f"{describe(expected)}; fix model.{f.name} in the config"
             )
-
-
-def _matches(value: object, expected: Any) -> bool:
-    import types
-    import typing
-
-    origin = typing.get_origin(expected)
-    args = typing.get_args(expected)
-    if expected is Any:
-        return True
-    if origin is typing.Literal:
-        return value in args
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, a) for a in args)
-    if expected is type(None):
-        return value is None
-    if expected is bool:
-        return isinstance(value, bool)
-    if expected is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if expected is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if expected is str:
-        return isinstance(value, str)
-    if origin in (tuple, list) or expected in (tuple, list):
-        if not isinstance(value, (tuple, list)):
-            return False
-        if not args:
-            return True
-        item = args[0]
-        return all(_matches(v, item) for v in value)
-    if origin is not None and isinstance(origin, type) and issubclass(origin, Mapping):
-        return isinstance(value, Mapping)
-    if isinstance(expected, type):
-        return isinstance(value, expected)
-    return True
-
-
-def _describe_type(expected: Any) -> str:
-    import typing
-
-    if typing.get_origin(expected) is typing.Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(expected))
-    return getattr(expected, "__name__", None) or str(expected).replace("typing.", "")

@@ -28,9 +28,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
@@ -51,6 +50,9 @@ from app.models.lgbm import (
     train_booster,
 )
 from app.progress import ProgressBar
+
+if TYPE_CHECKING:
+    import lightgbm as lgb  # imported where training needs it: ~1.5 s, and config checks need the class only
 
 log = logging.getLogger(__name__)
 
