@@ -35,13 +35,18 @@ def _qlib_works(python: Path) -> bool:
 @pytest.fixture(scope="session")
 def qlib_python() -> Path:
     """Path of a Python interpreter with pyqlib installed (the venv is created if missing, ~45 s)."""
+    import fcntl
+
     python = QLIB_VENV / "bin" / "python"
-    if not _qlib_works(python):
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(QLIB_VENV)], check=True)
-        subprocess.run(
-            [python, "-m", "pip", "install", "-q", "--no-deps", "-r", str(REF_DIR / "requirements.txt")],
-            check=True,
-        )
+    QLIB_VENV.parent.mkdir(parents=True, exist_ok=True)
+    with open(QLIB_VENV.parent / ".qlib-venv.lock", "w") as lock:  # pytest-xdist workers build it once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _qlib_works(python):
+            subprocess.run([sys.executable, "-m", "venv", "--clear", str(QLIB_VENV)], check=True)
+            subprocess.run(
+                [python, "-m", "pip", "install", "-q", "--no-deps", "-r", str(REF_DIR / "requirements.txt")],
+                check=True,
+            )
     assert _qlib_works(python), "pyqlib could not be installed into .qlib-venv"
     return python
 
