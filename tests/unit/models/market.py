@@ -168,3 +168,24 @@ class QlibDataset:
         if isinstance(segments, list):
             return [self.dataset.prepare(s, col_set, view=data_key) for s in segments]  # type: ignore[arg-type]
         return self.dataset.prepare(segments, col_set, view=data_key)  # type: ignore[arg-type]
+
+
+class RecordingCurves:
+    """A CurveRecorder that keeps every call (a whole series arrives as one call per step)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[dict[str, float], int | None]] = []
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self.calls.append((dict(metrics), step))
+
+    def log_series(self, series: Mapping[str, Sequence[float]]) -> None:
+        for step in range(max((len(v) for v in series.values()), default=0)):
+            self.log_metrics({k: float(v[step]) for k, v in series.items() if step < len(v)}, step=step)
+
+    @property
+    def steps(self) -> list[int | None]:
+        return [step for _, step in self.calls]
+
+    def curve(self, key: str) -> list[float]:
+        return [m[key] for m, _ in self.calls if key in m]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import lightgbm as lgb
@@ -30,6 +29,7 @@ from tests.unit.models.market import (
     BENCHMARK_PARAMS,
     SIGNAL20_COLUMNS,
     QlibDataset,
+    RecordingCurves,
     daily_ic,
     qlib_namespace,
     raw_label,
@@ -47,20 +47,6 @@ def signal20(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
 @pytest.fixture(scope="session")
 def sample_dataset(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
     return market.sample_dataset(tmp_path_factory)
-
-
-class RecordingCurves:
-    """A CurveRecorder that keeps every call."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[dict[str, float], int | None]] = []
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        self.calls.append((dict(metrics), step))
-
-    def log_series(self, series: Mapping[str, Sequence[float]]) -> None:
-        for step in range(max((len(v) for v in series.values()), default=0)):
-            self.log_metrics({k: float(v[step]) for k, v in series.items() if step < len(v)}, step=step)
 
 
 @pytest.fixture(scope="module")

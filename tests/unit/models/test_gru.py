@@ -15,8 +15,8 @@ from app.models.base import load_model
 from app.models.gru import GRUModel, GRUNet
 from app.models.torch_checkpoint import load_best_weights, load_last_weights
 from app.models.torch_training import seeded
+from tests.unit.models.market import RecordingCurves
 from tests.unit.models.torch_fixtures import (
-    RecordingRecorder,
     SynthData,
     daily_ic,
     nan_valid_labels,
@@ -76,7 +76,7 @@ def test_tabular_reshape_is_qlibs() -> None:
 
 def test_early_stopping_ends_on_the_best_checkpoint(data: SynthData, tmp_path: Path) -> None:
     model = _ts(n_epochs=20, lr=0.02, early_stop=2, checkpoint_dir=str(tmp_path / "ckpt"))
-    recorder = RecordingRecorder()
+    recorder = RecordingCurves()
     model.fit(data.ts20, recorder)
     report = model.fit_report
     assert report is not None and report.stopped_early and report.best_epoch is not None
@@ -91,7 +91,7 @@ def test_early_stopping_ends_on_the_best_checkpoint(data: SynthData, tmp_path: P
 
 def test_without_valid_keeps_the_trained_weights(data: SynthData, tmp_path: Path) -> None:
     ds = without_valid(data.ts20)
-    model, recorder = _ts(n_epochs=2, checkpoint_dir=str(tmp_path / "ckpt")), RecordingRecorder()
+    model, recorder = _ts(n_epochs=2, checkpoint_dir=str(tmp_path / "ckpt")), RecordingCurves()
     model.fit(ds, recorder)
     assert [set(m) for m, _ in recorder.calls] == [{"train.loss"}] * 2
     with seeded(model.seed):
@@ -146,7 +146,7 @@ def test_fp16_runs_on_cpu(data: SynthData) -> None:
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_cuda_fails_before_training(data: SynthData) -> None:
-    model, recorder = _ts(device="cuda"), RecordingRecorder()
+    model, recorder = _ts(device="cuda"), RecordingCurves()
     assert model.queue == "gpu"
     with pytest.raises(ConfigError, match=r"model\.device='cuda': this machine has no CUDA device"):
         model.fit(data.ts20, recorder)
@@ -188,7 +188,7 @@ def test_resume_from_checkpoint_equals_uninterrupted(
     caplog.set_level(logging.INFO, logger="app.models.torch_training")
     ckpt = str(tmp_path / "ckpt")
     _ts(n_epochs=3, early_stop=10, checkpoint_dir=ckpt).fit(data.ts20)
-    resumed, recorder = _ts(n_epochs=5, early_stop=10, checkpoint_dir=ckpt), RecordingRecorder()
+    resumed, recorder = _ts(n_epochs=5, early_stop=10, checkpoint_dir=ckpt), RecordingCurves()
     resumed.fit(data.ts20, recorder)
     assert recorder.steps == [3, 4]
     assert f"resuming from checkpoint {ckpt} at epoch 3" in caplog.text

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from tests.unit.models import market
 from tests.unit.models.market import (
     BENCHMARK_PARAMS,
     QlibDataset,
+    RecordingCurves,
     daily_ic,
     qlib_namespace,
     raw_label,
@@ -43,20 +43,6 @@ def market_dataset(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
 @pytest.fixture(scope="session")
 def sample_dataset(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
     return market.sample_dataset(tmp_path_factory)
-
-
-class RecordingCurves:
-    """A CurveRecorder that keeps every call."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[dict[str, float], int | None]] = []
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        self.calls.append((dict(metrics), step))
-
-    def log_series(self, series: Mapping[str, Sequence[float]]) -> None:
-        for step in range(max((len(v) for v in series.values()), default=0)):
-            self.log_metrics({k: float(v[step]) for k, v in series.items() if step < len(v)}, step=step)
 
 
 @pytest.fixture(scope="module")

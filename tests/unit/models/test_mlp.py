@@ -17,8 +17,8 @@ from app.models.base import load_model
 from app.models.mlp import MLPModel, MLPNet
 from app.models.torch_checkpoint import load_best_weights
 from app.models.torch_training import seeded
+from tests.unit.models.market import RecordingCurves
 from tests.unit.models.torch_fixtures import (
-    RecordingRecorder,
     SynthData,
     daily_ic,
     nan_valid_labels,
@@ -55,7 +55,7 @@ def test_net_is_qlibs_shape() -> None:
 
 
 def test_mlp_learns_the_planted_signal(data: SynthData) -> None:
-    model, recorder = _mlp(), RecordingRecorder()
+    model, recorder = _mlp(), RecordingCurves()
     model.fit(data.tab360, recorder)
     scores = model.predict(data.tab360)
     assert scores.dtype == np.float32 and np.isfinite(scores).all()
@@ -125,7 +125,7 @@ def test_resume_equals_uninterrupted(data: SynthData, tmp_path: Path, caplog: py
     caplog.set_level(logging.INFO, logger="app.models.torch_training")
     ckpt = str(tmp_path / "ckpt")
     _mlp(n_epochs=3, early_stop=10, lr_patience=1, checkpoint_dir=ckpt).fit(data.tab360)
-    resumed, recorder = _mlp(n_epochs=5, early_stop=10, lr_patience=1, checkpoint_dir=ckpt), RecordingRecorder()
+    resumed, recorder = _mlp(n_epochs=5, early_stop=10, lr_patience=1, checkpoint_dir=ckpt), RecordingCurves()
     resumed.fit(data.tab360, recorder)
     assert recorder.steps == [3, 4] and "at epoch 3" in caplog.text
     full = _mlp(n_epochs=5, early_stop=10, lr_patience=1)

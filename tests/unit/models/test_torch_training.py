@@ -25,7 +25,8 @@ from app.models.torch_training import (
     seeded,
     train,
 )
-from tests.unit.models.torch_fixtures import RecordingRecorder, one_torch_thread  # noqa: F401
+from tests.unit.models.market import RecordingCurves
+from tests.unit.models.torch_fixtures import one_torch_thread  # noqa: F401
 
 NO_CUDA = not torch.cuda.is_available()
 
@@ -69,7 +70,7 @@ def test_resolve_device_names() -> None:
 def test_cuda_without_cuda_is_a_config_error(spec: str) -> None:
     with pytest.raises(ConfigError, match=rf"model.device='{spec}': this machine has no CUDA device"):
         resolve_device(spec)
-    recorder = RecordingRecorder()
+    recorder = RecordingCurves()
     with pytest.raises(ConfigError, match="no CUDA device"):
         train(_net(), _data(64, seed=0), None, _settings(device=spec), recorder=recorder)
     assert recorder.calls == []  # refused before the first epoch
@@ -113,7 +114,7 @@ def test_masked_mse_ignores_nan_labels() -> None:
 # -- early stopping -------------------------------------------------------------------------------------------
 def test_early_stopping_restores_the_best_epoch(tmp_path: Path) -> None:
     # valid labels are 0.3x the train relation: the valid loss falls, then rises as the net fits the train scale
-    net, recorder = _net(), RecordingRecorder()
+    net, recorder = _net(), RecordingCurves()
     settings = _settings(n_epochs=50, lr=0.003, early_stop=4, checkpoint_dir=str(tmp_path))
     report = train(net, _data(512, seed=0), _data(256, seed=1, scale=0.3), settings, recorder=recorder)
     valid = recorder.curve("valid.loss")
@@ -142,7 +143,7 @@ def test_without_valid_the_last_epoch_is_kept(tmp_path: Path, caplog: pytest.Log
 
 def test_nan_validation_loss_does_not_crash(caplog: pytest.LogCaptureFixture) -> None:
     valid = ArraySource(np.ones((64, 8), np.float32), np.full(64, np.nan, np.float32))
-    net, recorder = _net(), RecordingRecorder()
+    net, recorder = _net(), RecordingCurves()
     report = train(net, _data(256, seed=0), valid, _settings(n_epochs=10, early_stop=2), recorder=recorder)
     assert report.epochs_done == 2 and report.stopped_early and report.best_epoch is None
     assert all(np.isnan(recorder.curve("valid.loss")))
@@ -176,7 +177,7 @@ def test_resume_equals_an_uninterrupted_fit(
     first = _net(dropout=0.2)
     train(first, train_data, valid_data, _settings(n_epochs=3, early_stop=10, plateau=plateau,
                                                    checkpoint_dir=str(tmp_path)))  # fmt: skip
-    resumed, recorder = _net(dropout=0.2), RecordingRecorder()
+    resumed, recorder = _net(dropout=0.2), RecordingCurves()
     report = train(resumed, train_data, valid_data, _settings(n_epochs=6, early_stop=10, plateau=plateau,
                    checkpoint_dir=str(tmp_path)), recorder=recorder)  # fmt: skip
     assert report.resumed_at == 3 and recorder.steps == [3, 4, 5]
@@ -196,7 +197,7 @@ def test_finished_checkpoint_is_not_retrained(tmp_path: Path) -> None:
     settings = _settings(n_epochs=2, checkpoint_dir=str(tmp_path))
     first = _net()
     train(first, _data(64, seed=0), _data(32, seed=1), settings)
-    again, recorder = _net(), RecordingRecorder()
+    again, recorder = _net(), RecordingCurves()
     report = train(again, _data(64, seed=0), _data(32, seed=1), settings, recorder=recorder)
     assert recorder.calls == [] and report.resumed_at == 2 and _same(first, again)
 

@@ -100,23 +100,6 @@ def daily_ic(scores: pd.Series, ds: Dataset, segment: str = "test") -> float:
     return float(ic.mean())
 
 
-class RecordingRecorder:
-    """A CurveRecorder that keeps what it is given."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[dict[str, float], int | None]] = []
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        self.calls.append((dict(metrics), step))
-
-    @property
-    def steps(self) -> list[int | None]:
-        return [step for _, step in self.calls]
-
-    def curve(self, key: str) -> list[float]:
-        return [m[key] for m, _ in self.calls if key in m]
-
-
 def write_weights_model(
     directory: Path, registry: str, params: Mapping[str, object], weights: Mapping[str, torch.Tensor], n_features: int
 ) -> Path:
