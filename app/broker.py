@@ -36,15 +36,16 @@ class CeleryBroker:
 
     def dispatch(self, task: TaskRecord) -> None:
         name = END_TASK if task.status == "part_done" else TRAIN_TASK
-        limits = task.spec.get("limits") if isinstance(task.spec.get("limits"), dict) else {}
+        limits = task.spec.get("limits")
+        limits = limits if isinstance(limits, dict) else {}
         self.celery.send_task(
             name,
             args=[task.pool, task.id],
             queue=task.queue,
             routing_key=task.queue,
             task_id=f"{task.id}.{task.dispatches + 1}",
-            soft_time_limit=(limits or {}).get("soft_time_limit_s"),
-            time_limit=(limits or {}).get("time_limit_s"),
+            soft_time_limit=limits.get("soft_time_limit_s"),
+            time_limit=limits.get("time_limit_s"),
         )
         log.info("sent %s for task %s to queue %s", name, task.id, task.queue)
 

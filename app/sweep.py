@@ -12,15 +12,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
 
-_state: dict[str, Any] = {"total": None, "done": 0, "failed": 0}
+_state: dict[str, Any] = {"total": None, "failed": 0}
 
 
 def begin(total: int | None) -> None:
     """Reset the progress counters (``total``: the number of jobs, when known)."""
-    _state.update(total=total, done=0, failed=0)
+    _state.update(total=total, failed=0)
 
 
 def failed_jobs() -> int:
@@ -41,9 +40,6 @@ class SweepSummary(Callback):
         total = _state["total"]
         position = f"{hydra_cfg.job.num + 1}/{total}" if total else f"{hydra_cfg.job.num + 1}"
         print(f"[sweep {position}] {' '.join(hydra_cfg.overrides.task) or '(defaults)'}", flush=True)
-
-    def on_job_end(self, config: Any, job_return: JobReturn, **kwargs: Any) -> None:
-        _state["done"] += 1
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))

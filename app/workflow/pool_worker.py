@@ -80,11 +80,11 @@ class PoolWorker:
         return outcome
 
     def _execute(self, task: TaskRecord) -> Outcome:
-        spec = TaskSpec.from_mapping(task.spec)
         token = task.token or ""
-        if task.stage == "end":
+        if task.stage == "end":  # the spec is read back from the begun run
             ended = end_task_train(task.run_id or "", self.manager, self._build, cache=self.cache)
             return Outcome("ended", task.id, "done", ended.run_id, metrics=ended.metrics)
+        spec = TaskSpec.from_mapping(task.spec)
         if task.delayed:
             run_id = begin_task_train(spec, self.manager, experiment_name=task.experiment)
             self.pool.set_run(task.id, token, run_id)
@@ -104,10 +104,11 @@ class PoolWorker:
     def _failed(self, task: TaskRecord, error: str) -> Outcome:
         status = self.pool.fail(task.id, task.token or "", error)
         log.error("task %s attempt %d/%d failed: %s", task.id, task.attempts, task.max_attempts, error)
-        if status in ("waiting", "part_done") and self.redispatch is not None:
-            self.redispatch(self.pool.get(task.id))
-        action = "retrying" if status in ("waiting", "part_done") else "failed"
-        return Outcome(action, task.id, str(status), self.pool.get(task.id).run_id, error)
+        retrying = status in ("waiting", "part_done")
+        now = self.pool.get(task.id)
+        if retrying and self.redispatch is not None:
+            self.redispatch(now)
+        return Outcome("retrying" if retrying else "failed", task.id, str(status), now.run_id, error)
 
     def _build(self, spec: TaskSpec) -> Components:
         components = self.build(spec)

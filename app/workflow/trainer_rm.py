@@ -167,10 +167,11 @@ class TrainerRM(TrainerR):
         """
         final = {"done", "failed", *until}
         started = time.monotonic()
-        worker = self._runner() if self.work_locally else None
+        runner = self._runner()
         with ProgressBar(len(task_ids), f"pool {self.pool_name}", unit="tasks") as bar:
             while True:
-                tasks = [self.pool.get(i) for i in task_ids]
+                by_id = {t.id: t for t in self.pool.list(self.pool_name)}
+                tasks = [by_id[i] if i in by_id else self.pool.get(i) for i in task_ids]
                 settled = sum(t.status in final for t in tasks)
                 counts = {s: sum(t.status == s for t in tasks) for s in ("waiting", "running", "part_done", "failed")}
                 bar.update(completed=settled, note=" ".join(f"{k} {v}" for k, v in counts.items() if v))
@@ -184,10 +185,10 @@ class TrainerRM(TrainerR):
                         f"{len(tasks) - settled} of {len(tasks)} tasks of pool {self.pool_name} are still pending "
                         f"after {self.timeout_s:g} s; they stay in the pool (qtrain pool status {self.pool_name})"
                     )
-                reconcile(self.pool, self.pool_name, self.broker, ends=ends, end_run=self._runner().end_killed_run)
+                reconcile(self.pool, self.pool_name, self.broker, ends=ends, end_run=runner.end_killed_run)
                 if (
-                    worker is not None
-                    and worker.run(self.pool_name, stage="end" if ends else "train").action != "skipped"
+                    self.work_locally
+                    and runner.run(self.pool_name, stage="end" if ends else "train").action != "skipped"
                 ):
                     continue
                 time.sleep(self.poll_s)
@@ -207,18 +208,16 @@ class DelayTrainerRM(TrainerRM):
     delayed: bool = True
 
     def end_train(self, results: Sequence[TaskResult]) -> list[TaskResult]:
+        by_run = {t.run_id: t for t in self.pool.list(self.pool_name) if t.run_id}
         ids = []
         for result in results:
-            task = self._task_of(result.run_id)
+            task = by_run.get(result.run_id)
             if task is None:
                 raise QtrainError(f"run {result.run_id!r} belongs to no task of pool {self.pool_name}")
             if task.status == "part_done":
                 send(self.pool, self.broker, task)
             ids.append(task.id)
         return self.wait(ids, ends=True)
-
-    def _task_of(self, run_id: str) -> TaskRecord | None:
-        return next((t for t in self.pool.list(self.pool_name) if t.run_id == run_id), None)
 
 
 def _result(task: TaskRecord) -> TaskResult:
