@@ -153,10 +153,12 @@ def check_trainer(cfg: Any) -> dict[str, Any]:
     Raises:
         ConfigError: unknown trainer parameters or rolling settings.
     """
-    from app.config import resolve_config
+    from omegaconf import OmegaConf
+
     from app.schema import check_spec_types
 
-    node = dict(resolve_config(cfg).get("trainer") or {})
+    resolved: Any = OmegaConf.to_container(cfg.trainer, resolve=True)
+    node = dict(resolved or {})
     rolling, end = node.pop("rolling", None), node.pop("end", True)
     check_spec_types({"trainer": node})
     if rolling is not None:
