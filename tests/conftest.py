@@ -28,7 +28,7 @@ REF_DIR = ROOT / "tests" / "qlib_ref"
 def _qlib_works(python: Path) -> bool:
     if not python.exists():
         return False
-    probe = subprocess.run([python, "-c", "import qlib, pandas"], capture_output=True)
+    probe = subprocess.run([python, "-c", "import qlib, pandas, lightgbm"], capture_output=True)
     return probe.returncode == 0
 
 

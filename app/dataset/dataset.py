@@ -12,6 +12,7 @@ from typing import cast
 
 import pandas as pd
 
+from app.dataset.cache import FeatureCache
 from app.dataset.timeseries import TSSampler
 from app.dataset.views import ProcessedViews, ViewName
 from app.errors import ConfigError, EmptySegmentError, UnknownSegmentError
@@ -36,14 +37,24 @@ class Dataset:
     """Segments of the raw / infer / learn views.
 
     ``segments`` maps a name to ``(start, end)`` (inclusive dates). Segments need not be ordered or disjoint.
+    ``cache`` and ``fingerprint`` (a digest of everything the views depend on) are set when the views came
+    through a feature cache, so a model may keep what it derives from them (LightGBM's binned data) beside it.
 
     Raises:
         ConfigError: a segment is not a pair of dates, or its start is after its end.
         EmptySegmentError: a segment has no rows in the raw data.
     """
 
-    def __init__(self, views: ProcessedViews, segments: Mapping[str, Sequence[str | pd.Timestamp]]) -> None:
+    def __init__(
+        self,
+        views: ProcessedViews,
+        segments: Mapping[str, Sequence[str | pd.Timestamp]],
+        *,
+        cache: FeatureCache | None = None,
+        fingerprint: str | None = None,
+    ) -> None:
         self.views = views
+        self.cache, self.fingerprint = (cache, fingerprint) if cache is not None and fingerprint else (None, None)
         self.segments: dict[str, Segment] = {name: parse_segment(name, span) for name, span in segments.items()}
         dates = views.raw.index.get_level_values("datetime").unique()
         for seg in self.segments.values():
@@ -109,10 +120,12 @@ class TSDataset(Dataset):
         segments: Mapping[str, Sequence[str | pd.Timestamp]],
         *,
         step_len: int = DEFAULT_STEP_LEN,
+        cache: FeatureCache | None = None,
+        fingerprint: str | None = None,
     ) -> None:
         if int(step_len) < 1:
             raise ConfigError(f"step_len={step_len} must be a whole number >= 1 (Qlib's default is 30).")
-        super().__init__(views, segments)
+        super().__init__(views, segments, cache=cache, fingerprint=fingerprint)
         self.step_len = int(step_len)
 
     def prepare_ts(self, segment: str, *, step_len: int | None = None, view: ViewName = "infer") -> TSSampler:

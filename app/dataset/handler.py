@@ -11,7 +11,7 @@ import pandas as pd
 
 from app.data.fingerprint import store_fingerprint
 from app.data.store import QlibStore
-from app.dataset.cache import FeatureCache
+from app.dataset.cache import FeatureCache, key_digest
 from app.dataset.dataset import Dataset, TSDataset
 from app.dataset.processors import Processor
 from app.dataset.views import ProcessedViews
@@ -164,9 +164,10 @@ class DatasetSpec:
             ConfigError, DataError: bad segments, an unknown market, dates outside the store's calendar, ...
         """
         views = self.handler.views(store, cache)
+        fingerprint = key_digest(self.handler.views_key(store)) if cache is not None else None
         if self.step_len is None:
-            return Dataset(views, self.segments)
-        return TSDataset(views, self.segments, step_len=self.step_len)
+            return Dataset(views, self.segments, cache=cache, fingerprint=fingerprint)
+        return TSDataset(views, self.segments, step_len=self.step_len, cache=cache, fingerprint=fingerprint)
 
 
 def _describe(proc: Processor) -> dict[str, object]:

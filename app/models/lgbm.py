@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import difflib
 import functools
+import json
 import logging
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -24,6 +27,7 @@ import pandas as pd
 from app.dataset.dataset import Dataset
 from app.errors import ConfigError
 from app.models.base import CurveRecorder, check_hyperparameters, read_model_json, write_model_json
+from app.models.lgbm_binned import BinnedCache
 from app.progress import ProgressBar
 
 if TYPE_CHECKING:
@@ -45,16 +49,53 @@ LGBM_RESERVED: Mapping[str, str] = {
 }
 
 
+ALIASES_FILE = Path(__file__).with_name("lightgbm_aliases.json")
+
+
+def import_lightgbm() -> ModuleType:
+    """The ``lightgbm`` module, imported without scikit-learn when scikit-learn is not loaded yet.
+
+    LightGBM's compat layer imports scikit-learn (~1.6 s) only to offer its sklearn-style estimators, which qtrain
+    never uses; hiding it during the import leaves the Booster API whole and the estimators unavailable.
+    """
+    if "lightgbm" in sys.modules or "sklearn" in sys.modules:
+        import lightgbm
+
+        return lightgbm
+    sys.modules["sklearn"] = None  # type: ignore[assignment]  # `import sklearn` now raises ImportError
+    try:
+        import lightgbm
+    finally:
+        del sys.modules["sklearn"]
+    return lightgbm
+
+
 @functools.cache
 def lightgbm_aliases() -> Mapping[str, str]:
     """Every parameter name LightGBM accepts (main names and aliases) -> its main name.
 
-    Read from the library itself (``LGBM_DumpParamAliases``), so it follows the installed version.
+    Read from ``lightgbm_aliases.json`` (dumped from the library's ``LGBM_DumpParamAliases``) when it was made
+    for the installed LightGBM version, so checking a config does not import LightGBM; otherwise from the
+    library itself.
     """
-    from lightgbm.basic import _ConfigAliases
+    groups = _shipped_aliases()
+    if groups is None:
+        import_lightgbm()
+        from lightgbm.basic import _ConfigAliases
 
-    groups: dict[str, list[str]] = _ConfigAliases._get_all_param_aliases()
+        groups = _ConfigAliases._get_all_param_aliases()
     return {alias: main for main, names in groups.items() for alias in [main, *names]}
+
+
+def _shipped_aliases() -> dict[str, list[str]] | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        doc = json.loads(ALIASES_FILE.read_text())
+        installed = version("lightgbm")
+    except (OSError, ValueError, PackageNotFoundError):
+        return None
+    return dict(doc["aliases"]) if doc.get("lightgbm") == installed else None
 
 
 def collect_lightgbm_params(
@@ -216,13 +257,25 @@ def train_booster(
     early_stopping_rounds: int | None,
     owner: str,
     weight: np.ndarray | None = None,
+    binned: tuple[BinnedCache, Mapping[str, object]] | None = None,
 ) -> tuple[lgb.Booster, Curves]:
     """Train one booster; early stopping on ``valid`` when given. The returned booster holds only the
     trees up to the best iteration (LightGBM trims it), and the curves cover every round trained.
-    """
-    import lightgbm as lgb
 
-    dtrain = lgb.Dataset(train.x, label=train.y, weight=weight, feature_name=train.features, free_raw_data=False)
+    ``binned`` = (cache, what identifies the train/valid rows): the binned Datasets are loaded from, or saved
+    to, that cache (not with ``weight``, which the binned file would carry).
+    """
+    lgb = import_lightgbm()
+
+    if binned is not None and weight is None:
+        dtrain, dvalid = binned[0].datasets(params, train, valid, binned[1])
+    else:
+        dtrain = lgb.Dataset(train.x, label=train.y, weight=weight, feature_name=train.features, free_raw_data=False)
+        dvalid = (
+            None
+            if valid is None
+            else lgb.Dataset(valid.x, label=valid.y, feature_name=valid.features, reference=dtrain)
+        )
     sets, names = [dtrain], ["train"]
     curves: Curves = {}
     bar = ProgressBar(rounds, owner, unit="rounds")
@@ -230,7 +283,7 @@ def train_booster(
     if valid is None:
         log.info("%s: the dataset has no 'valid' segment; training all %d rounds without early stopping", owner, rounds)
     else:
-        sets.append(lgb.Dataset(valid.x, label=valid.y, feature_name=valid.features, reference=dtrain))
+        sets.append(dvalid)
         names.append("valid")
         if early_stopping_rounds is None:
             log.info("%s: early_stopping_rounds is null; training all %d rounds", owner, rounds)
@@ -266,7 +319,7 @@ def load_booster(path: Path, owner: str) -> lgb.Booster:
     """
     if not path.is_file():
         raise ConfigError(f"{owner}: {path} is missing; the saved model directory is incomplete, save it again.")
-    import lightgbm as lgb
+    lgb = import_lightgbm()
 
     return lgb.Booster(model_file=str(path))
 
@@ -340,6 +393,12 @@ class LightGBMModel:
         train = learn_data(dataset, "train", name)
         valid = learn_data(dataset, "valid", name) if "valid" in dataset.segments else None
         params = booster_params(self.loss, self.seed, self.num_threads, self.params)
+        cache = BinnedCache.for_dataset(dataset)
+        rows = {
+            k: [str(dataset.segments[k].start.date()), str(dataset.segments[k].end.date())]
+            for k in ("train", "valid")
+            if k in dataset.segments
+        }
         self._booster, curves = train_booster(
             params,
             train,
@@ -347,6 +406,7 @@ class LightGBMModel:
             rounds=self.num_boost_round,
             early_stopping_rounds=self.early_stopping_rounds,
             owner=name,
+            binned=None if cache is None else (cache, rows),
         )
         self._features = train.features
         log_curves(recorder, curves)
