@@ -198,6 +198,7 @@ def _data_features(args: argparse.Namespace, settings: Settings) -> None:
     from app.config import compose_dataset
     from app.data.store import QlibStore
     from app.dataset.cache import FeatureCache
+    from app.features.export import write_parquet
 
     store = QlibStore(args.data or settings.data_dir)
     lo, hi = store.date_slice(args.start, args.end)
@@ -205,14 +206,14 @@ def _data_features(args: argparse.Namespace, settings: Settings) -> None:
     spec = compose_dataset(args.handler, market=args.market, start=start, end=end)
     cache = None if args.no_cache else FeatureCache(settings.cache_dir / "features")
     started = time.perf_counter()
-    views = spec.handler.views(store, cache)
-    frame = views.get(args.view)
-    flat = frame.droplevel(0, axis=1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    flat.to_parquet(args.out)
+    # The raw view needs no processors: do not build (and cache) the infer and learn views for it.
+    frame = spec.handler.raw(store, cache) if args.view == "raw" else spec.handler.views(store, cache).get(args.view)
+    report = write_parquet(frame.droplevel(0, axis=1), args.out)
+    wide = ", ".join(report.float64_columns)
     print(
-        f"wrote {len(flat)} rows x {flat.shape[1]} columns ({args.handler}, {args.view} view, market {args.market}, "
+        f"wrote {report.rows} rows x {report.columns} columns ({args.handler}, {args.view} view, market {args.market}, "
         f"{start}..{end}) to {args.out} in {time.perf_counter() - started:.1f}s"
+        + (f"; kept as float64 (not float32-exact): {wide}" if wide else "")
     )
 
 

@@ -16,6 +16,7 @@ from app.data.panel import Panel
 from app.data.store import DateLike, QlibStore
 from app.features.engine import evaluate, required_fields
 from app.features.handlers import FeatureSet
+from app.features.warmup import precompile
 from app.progress import ProgressBar
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ def build_feature_frame(
     started = time.perf_counter()
     lo, hi = store.date_slice(start, end)
     exprs = dict(features.features) | dict(features.labels)
+    precompile(exprs.values())  # first run only: numba's compile spread over the CPUs
     panel = store.load(sorted(required_fields(exprs)), market=market)
     values = _evaluate_in_parallel(panel, exprs)
     keep = panel.stored() & panel.member

@@ -80,7 +80,13 @@ def test_data_features_export(
     assert frame.index.names == ["datetime", "instrument"]
     assert list(frame.columns[:3]) == ["KMID", "KLEN", "KMID2"] and frame.columns[-1] == "LABEL0"
     assert frame.shape[1] == 159 and frame["LABEL0"].notna().all()
+    assert set(map(str, frame.dtypes)) == {"float32"}  # the processed label is float32 too
     assert list((tmp_path / "cache" / "features").iterdir())
+    raw_out = tmp_path / "raw.parquet"
+    assert main([*args, "--end", "2015-05-29", "--out", str(raw_out)]) == 0
+    assert "kept as float64" not in capsys.readouterr().out
+    raw = pd.read_parquet(raw_out)
+    assert set(map(str, raw.dtypes)) == {"float32"} and len(raw) >= len(frame)
 
 
 def test_data_features_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
