@@ -3,23 +3,27 @@
 Every logging call reaches MLflow synchronously and raises :class:`TrackingError` when MLflow refuses it
 (Qlib's asynchronous logger swallows such errors). Params, tags and metrics go through one
 ``log_batch`` per call (chunked at MLflow's per-batch limits); objects are stored in open formats
-(:mod:`app.tracking.artifacts`), never pickled.
+(:mod:`app.tracking.artifacts`), never pickled. Inside :meth:`Recorder.deferred_artifacts` artifacts are
+written to one local staging folder laid out like the run's artifact tree and uploaded in one call at the end.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import posixpath
+import shutil
 import tempfile
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.errors import ArtifactNotFoundError, ConfigError, NoActiveRunError, TrackingError
-from app.tracking.artifacts import candidate_names, read_artifact, stage_object
+from app.tracking.artifacts import StagedObject, candidate_names, read_artifact, stage_object
 from app.tracking.provenance import run_tags
 from app.tracking.store import local_artifact_dir, mlflow_errors
 from app.tracking.values import (
@@ -77,6 +81,8 @@ class Recorder:
         self._name = name
         self._run_id = run_id
         self._source_dir = source_dir
+        self._staging: Path | None = None  # the deferred_artifacts folder while one is open
+        self._artifact_uri: str | None = None  # fixed for the life of a run, so read once
 
     @classmethod
     def from_run(cls, client: MlflowClient, run: Run, source_dir: Path | None = None) -> Recorder:
@@ -140,7 +146,9 @@ class Recorder:
     @property
     def artifact_uri(self) -> str:
         """Root URI of the run's artifacts (``<artifact root>/<experiment>/<run id>/artifacts``)."""
-        return str(self._run().info.artifact_uri)
+        if self._artifact_uri is None:
+            self._artifact_uri = str(self._run().info.artifact_uri)
+        return self._artifact_uri
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -307,6 +315,9 @@ class Recorder:
             names = [s.artifact_name for s in staged]
             if len(set(names)) < len(names):
                 raise ConfigError(f"save_objects: {', '.join(objects)} map to the same artifact names {names}")
+            if self._staging is not None:
+                _move_into(staged, self._staging / prefix if prefix else self._staging)
+                return
             with mlflow_errors(f"uploading {', '.join(objects)} to run {self.id} ({self.artifact_uri})"):
                 if any(not s.is_dir for s in staged):
                     self._client.log_artifacts(self.id, str(staging), prefix)
@@ -314,6 +325,43 @@ class Recorder:
                     if s.is_dir:
                         target = posixpath.join(prefix, s.artifact_name) if prefix else s.artifact_name
                         self._client.log_artifacts(self.id, str(s.local_path), target)
+
+    @contextmanager
+    def deferred_artifacts(self) -> Iterator[None]:
+        """Hold back uploads: inside the block artifacts go to one local folder, uploaded in one call at the end.
+
+        :meth:`save_objects` and :meth:`log_artifact` write into that folder, laid out as the run's artifact
+        tree (same names and paths as without the block); :meth:`load_object`, :meth:`list_artifacts` and
+        :meth:`download_artifact` see the staged files first. The folder is uploaded with one
+        ``log_artifacts`` call when the block ends, also when it raises (so a failed run keeps what it
+        staged; an upload error is then logged and the block's own error raised). A nested block joins the
+        outer one.
+
+        Raises:
+            TrackingError: the upload failed (after a block that did not raise).
+        """
+        if self._staging is not None:
+            yield
+            return
+        with tempfile.TemporaryDirectory(prefix="qtrain-deferred-") as tmp:
+            self._staging = Path(tmp)
+            try:
+                yield
+            except BaseException:
+                self._staging = None
+                try:
+                    self._upload_staged(Path(tmp))
+                except TrackingError:  # never mask the block's error with the upload's
+                    log.exception("could not upload the staged artifacts of run <%s>", self.id)
+                raise
+            self._staging = None
+            self._upload_staged(Path(tmp))
+
+    def _upload_staged(self, staging: Path) -> None:
+        if not any(staging.iterdir()):
+            return
+        with mlflow_errors(f"uploading the staged artifacts to run {self.id} ({self.artifact_uri})"):
+            self._client.log_artifacts(self.id, str(staging))
 
     def log_artifact(self, local_path: Path, artifact_path: str | None = None) -> None:
         """Upload a local file or folder as it is (Qlib's ``log_artifact``).
@@ -324,6 +372,10 @@ class Recorder:
         """
         if not local_path.exists():
             raise ConfigError(f"log_artifact: {local_path} does not exist")
+        if self._staging is not None:
+            folder = self._staging / artifact_path.strip("/") if artifact_path else self._staging
+            _copy_into(local_path, folder / local_path.name)
+            return
         with mlflow_errors(f"uploading {local_path} to run {self.id}"):
             if local_path.is_dir():
                 target = posixpath.join(artifact_path, local_path.name) if artifact_path else local_path.name
@@ -332,14 +384,16 @@ class Recorder:
                 self._client.log_artifact(self.id, str(local_path), artifact_path)
 
     def list_artifacts(self, path: str | None = None) -> list[str]:
-        """Artifact paths directly under ``path`` (the root by default), folders included."""
-        with mlflow_errors(f"listing artifacts of run {self.id} under {path or '/'}"):
-            return [info.path for info in self._client.list_artifacts(self.id, path)]
+        """Artifact paths directly under ``path`` (the root by default), folders included (staged ones too)."""
+        return list(self._listing(path))
 
     def download_artifact(self, path: str, dst_dir: Path | None = None) -> Path:
         """Copy artifact ``path`` (file or folder) into ``dst_dir`` (default: a new temp folder); returns it."""
         target = Path(tempfile.mkdtemp(prefix="qtrain-artifact-")) if dst_dir is None else dst_dir
         target.mkdir(parents=True, exist_ok=True)
+        staged = self._staged(path)
+        if staged is not None and path.strip("/"):
+            return _copy_into(staged, target / staged.name)
         with mlflow_errors(f"downloading artifact {path!r} of run {self.id}"):
             return Path(self._client.download_artifacts(self.id, path, str(target)))
 
@@ -357,6 +411,9 @@ class Recorder:
         chosen, is_dir = self._resolve(name)
         if is_dir:
             return self.download_artifact(chosen, dst_dir)
+        staged = self._staged(chosen)
+        if staged is not None:
+            return read_artifact(staged)
         local = local_artifact_dir(self.artifact_uri)
         if local is not None and (local / chosen).is_file():
             return read_artifact(local / chosen)
@@ -365,23 +422,78 @@ class Recorder:
 
     def _resolve(self, name: str) -> tuple[str, bool]:
         parent = posixpath.dirname(name.strip("/")) or None
-        listing = {info.path: info.is_dir for info in self._client.list_artifacts(self.id, parent)}
         candidates = candidate_names(name.strip("/"))
-        if candidates[0] in listing:
-            return candidates[0], listing[candidates[0]]
-        found = [c for c in candidates[1:] if c in listing]
-        if len(found) == 1:
-            return found[0], listing[found[0]]
-        if found:
-            raise TrackingError(
-                f"load_object({name!r}) on run {self.id} matches {', '.join(found)}; pass the full name"
-            )
-        held = ", ".join(sorted(listing)) or "nothing"
-        raise ArtifactNotFoundError(
-            f"run {self.id} has no artifact {name!r} (under {parent or 'the root'} it holds: {held}); "
-            "check the name passed to save_objects, or list them with list_artifacts()"
-        )
+        staged = self._staged_listing(parent)
+        if any(c in staged for c in candidates):  # staged files replace uploaded ones, so they are enough
+            return _pick(name, parent, candidates, staged, self.id)
+        return _pick(name, parent, candidates, self._listing(parent), self.id)
+
+    def _listing(self, parent: str | None) -> dict[str, bool]:
+        """``{path: is_dir}`` directly under ``parent``: the uploaded artifacts, then the staged ones."""
+        with mlflow_errors(f"listing artifacts of run {self.id} under {parent or '/'}"):
+            listing = {info.path: info.is_dir for info in self._client.list_artifacts(self.id, parent)}
+        staged = self._staged_listing(parent)
+        return dict(sorted((listing | staged).items())) if staged else listing
+
+    def _staged_listing(self, parent: str | None) -> dict[str, bool]:
+        folder = self._staged(parent or "")
+        if folder is None or not folder.is_dir():
+            return {}
+        base = parent.strip("/") if parent else ""
+        return {posixpath.join(base, p.name) if base else p.name: p.is_dir() for p in folder.iterdir()}
+
+    def _staged(self, path: str) -> Path | None:
+        """The staged file or folder at artifact ``path``, if a deferred block is open and staged it."""
+        if self._staging is None:
+            return None
+        local = self._staging / path.strip("/") if path.strip("/") else self._staging
+        return local if local.exists() else None
 
     def _run(self) -> Run:
         with mlflow_errors(f"reading run {self.id}", "the run may have been deleted"):
             return self._client.get_run(self.id)
+
+
+def _pick(
+    name: str, parent: str | None, candidates: list[str], listing: Mapping[str, bool], run_id: str
+) -> tuple[str, bool]:
+    """The artifact ``load_object(name)`` means among ``listing`` (the entries under ``parent``)."""
+    if candidates[0] in listing:
+        return candidates[0], listing[candidates[0]]
+    found = [c for c in candidates[1:] if c in listing]
+    if len(found) == 1:
+        return found[0], listing[found[0]]
+    if found:
+        raise TrackingError(f"load_object({name!r}) on run {run_id} matches {', '.join(found)}; pass the full name")
+    held = ", ".join(sorted(listing)) or "nothing"
+    raise ArtifactNotFoundError(
+        f"run {run_id} has no artifact {name!r} (under {parent or 'the root'} it holds: {held}); "
+        "check the name passed to save_objects, or list them with list_artifacts()"
+    )
+
+
+def _move_into(staged: list[StagedObject], folder: Path) -> None:
+    """Put freshly staged objects into the deferred folder, replacing what is there under the same names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for obj in staged:
+        target = folder / obj.artifact_name
+        if obj.is_dir:
+            _copy_into(obj.local_path, target)  # a saved-model folder belongs to the caller: copy it
+            continue
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(obj.local_path, target)
+
+
+def _copy_into(source: Path, target: Path) -> Path:
+    """Copy a file or folder to ``target``, replacing what is there; returns ``target``."""
+    if target.is_dir():
+        shutil.rmtree(target)
+    elif target.exists():
+        target.unlink()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if source.is_dir():
+        shutil.copytree(source, target)
+    else:
+        shutil.copyfile(source, target)
+    return target

@@ -57,7 +57,7 @@ class Components:
 @dataclass(frozen=True)
 class TaskResult:
     """The outcome of one task: its MLflow run, the metrics the records logged (or the error), and the wall
-    seconds of each stage (``data``, ``fit`` incl. saving the model, ``records``)."""
+    seconds of each stage (``data``, ``fit``, ``records`` incl. saving the model and the run's artifact upload)."""
 
     run_id: str
     metrics: dict[str, float] = field(default_factory=dict)
@@ -195,11 +195,12 @@ def _train_in_run(recorder: Recorder, components: Components, cache: FeatureCach
     recorder.set_tags(**{CACHE_TAG: _cache_outcome(cache, lookups)})
     with _stage(recorder, timings, "fit"):
         model.fit(dataset, recorder)
+    metrics: dict[str, float] = {}
+    # The model and every record's artifacts go up in one upload as the block ends (also when it raises).
+    with _stage(recorder, timings, "records"), recorder.deferred_artifacts():
         with tempfile.TemporaryDirectory(prefix="qtrain-model-") as tmp:
             model.save(Path(tmp) / "model")
             recorder.save_objects(model=Path(tmp) / "model")
-    metrics: dict[str, float] = {}
-    with _stage(recorder, timings, "records"):
         ctx = RecordContext(model, dataset, components.store, recorder)
         for record in components.records:
             log.info("record <%s>", record.name)

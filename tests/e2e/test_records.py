@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from mlflow import MlflowClient
 
 from app.cli import main
+from app.config import build_components
 from app.data.store import QlibStore
 from app.data.synth import SynthSpec, write_synth_market
 from app.dataset.handler import DataHandler, DatasetSpec
@@ -21,6 +23,9 @@ from app.evaluation.records import PortAnaRecord, RecordContext, SigAnaRecord, S
 from app.features.handlers import alpha158
 from app.models.lgbm import LightGBMModel
 from app.tracking.manager import ExpManager
+from app.workflow.spec import TaskSpec
+from app.workflow.train import task_train
+from tests.small_specs import small_spec
 
 pytestmark = pytest.mark.slow
 
@@ -44,26 +49,54 @@ def _records() -> list[SignalRecord | SigAnaRecord | PortAnaRecord]:
     return [SignalRecord(), SigAnaRecord(ana_long_short=True), PortAnaRecord(config=BacktestConfig(topk=5, n_drop=1))]
 
 
-def test_records_in_a_run_and_plain_readers(setup: tuple[QlibStore, DatasetSpec, Path]) -> None:
+def _count_uploads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Artifact paths of every ``MlflowClient.log_artifacts`` call (the calls still go through)."""
+    calls: list[str] = []
+    real = MlflowClient.log_artifacts
+
+    def counting(self: MlflowClient, run_id: str, local_dir: str, artifact_path: str | None = None) -> None:
+        calls.append(artifact_path or "")
+        real(self, run_id, local_dir, artifact_path)
+
+    monkeypatch.setattr(MlflowClient, "log_artifacts", counting)
+    return calls
+
+
+def test_records_in_a_run_and_plain_readers(
+    setup: tuple[QlibStore, DatasetSpec, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     store, spec, root = setup
     dataset = spec.build(store)
     model = LightGBMModel(num_boost_round=30, num_threads=1, num_leaves=15)
     manager = ExpManager(f"sqlite:///{root / 'mlflow.db'}", root / "artifacts")
+    uploads = _count_uploads(monkeypatch)
     with manager.start(experiment_name="records") as recorder:
         model.fit(dataset, recorder)
-        model.save(root / "model")
-        recorder.save_objects(model=root / "model")
-        metrics: dict[str, float] = {}
-        for record in _records():
-            metrics |= record.generate(RecordContext(model, dataset, store, recorder))
+        with recorder.deferred_artifacts():
+            model.save(root / "model")
+            recorder.save_objects(model=root / "model")
+            metrics: dict[str, float] = {}
+            for record in _records():
+                metrics |= record.generate(RecordContext(model, dataset, store, recorder))
+            assert uploads == []  # the records read pred/label back from the staging folder
         run_id = recorder.id
+    assert uploads == [""]  # model and every record artifact in one upload of the whole tree
     assert {"IC", "ICIR", "Rank IC", "Rank ICIR", "Long-Short Ann Return"} <= set(metrics)
     assert "1day.excess_return_with_cost.annualized_return" in metrics
     logged = manager.get_recorder(run_id).list_metrics()
     assert logged["IC"] == pytest.approx(metrics["IC"])
     assert manager.get_recorder(run_id).status == "FINISHED"
     artifacts = set(manager.get_recorder(run_id).list_artifacts())
-    assert {"pred.parquet", "label.parquet", "model"} <= artifacts
+    assert artifacts == {"pred.parquet", "label.parquet", "model", "sig_analysis", "portfolio_analysis"}
+    assert set(manager.get_recorder(run_id).list_artifacts("sig_analysis")) == {
+        f"sig_analysis/{name}"
+        for name in ("ic.parquet", "quantile_returns.parquet", "ic_plot.png", "quantile_plot.png")
+    }
+    assert set(manager.get_recorder(run_id).list_artifacts("portfolio_analysis")) == {
+        f"portfolio_analysis/{name}"
+        for name in ("report_normal_1day.parquet", "positions_normal_1day.parquet", "port_analysis_1day.json",
+                     "excess_return_plot.png")
+    }  # fmt: skip
 
     local = manager.get_recorder(run_id).download_artifact("")
     script = textwrap.dedent(
@@ -91,13 +124,34 @@ def test_records_in_a_run_and_plain_readers(setup: tuple[QlibStore, DatasetSpec,
     assert out.returncode == 0, out.stderr[-3000:]
 
 
+def test_task_train_uploads_the_model_and_records_in_one_call(
+    setup: tuple[QlibStore, DatasetSpec, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, spec, _ = setup
+    segments = {name: [str(pd.Timestamp(day).date()) for day in span] for name, span in spec.segments.items()}
+    task = TaskSpec.from_mapping(small_spec(store.root, segments))
+    manager = ExpManager(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts")
+    uploads = _count_uploads(monkeypatch)
+    result = task_train(task, build_components(task), manager, experiment_name="one-upload")
+    assert len(uploads) == 2  # spec.json when the task is logged, then model + records together
+    recorder = manager.get_recorder(result.run_id)
+    assert set(recorder.list_artifacts()) == {
+        "spec.json", "model", "pred.parquet", "label.parquet", "sig_analysis", "portfolio_analysis",
+    }  # fmt: skip
+    assert recorder.list_metrics()["time_records_s"] == pytest.approx(result.timings["records"])
+
+
 def test_failing_record_ends_failed_with_traceback(setup: tuple[QlibStore, DatasetSpec, Path]) -> None:
     store, spec, root = setup
     manager = ExpManager(f"sqlite:///{root / 'mlflow.db'}", root / "artifacts")
     dataset = spec.build(store)
     model = LightGBMModel(num_boost_round=5, num_threads=1)
     model.fit(dataset)
-    with pytest.raises(Exception, match="nowhere"), manager.start(experiment_name="records") as recorder:
+    with (
+        pytest.raises(Exception, match="nowhere"),
+        manager.start(experiment_name="records") as recorder,
+        recorder.deferred_artifacts(),
+    ):
         SignalRecord().generate(RecordContext(model, dataset, store, recorder))
         PortAnaRecord(config=BacktestConfig(benchmark="NOWHERE")).generate(
             RecordContext(model, dataset, store, recorder)
@@ -105,7 +159,7 @@ def test_failing_record_ends_failed_with_traceback(setup: tuple[QlibStore, Datas
     failed = manager.get_recorder(recorder.id)
     assert failed.status == "FAILED"
     assert "NOWHERE" in failed.list_tags()["error"]
-    assert "traceback.txt" in failed.list_artifacts()
+    assert {"traceback.txt", "pred.parquet", "label.parquet"} <= set(failed.list_artifacts())  # staged ones kept
 
 
 def test_cli_evaluate_report_register(
