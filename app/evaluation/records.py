@@ -19,9 +19,9 @@ from app.data.store import QlibStore
 from app.dataset.dataset import Dataset
 from app.errors import ConfigError
 from app.evaluation.backtest import BacktestConfig, run_backtest
-from app.evaluation.plots import excess_return_figure, ic_figure, quantile_figure, quantile_returns
+from app.evaluation.plots import excess_return_figure, ic_figure, quantile_figure
 from app.evaluation.risk import portfolio_metrics
-from app.evaluation.signal import daily_ic, signal_metrics
+from app.evaluation.signal import daily_ic, quantile_returns, signal_metrics
 from app.models.base import Model
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,8 @@ class PortfolioAnalysis:
 
 def analyse_signal(pred: pd.Series, label: pd.Series, long_short: bool = False) -> SignalAnalysis:
     """IC, ICIR, Rank IC, Rank ICIR (and long-short) of ``pred`` against the raw ``label``."""
-    return SignalAnalysis(signal_metrics(pred, label, long_short=long_short), daily_ic(pred, label))
+    ic = daily_ic(pred, label)
+    return SignalAnalysis(signal_metrics(pred, label, long_short=long_short, ic=ic), ic)
 
 
 def analyse_portfolio(pred: pd.Series, store: QlibStore, config: BacktestConfig) -> PortfolioAnalysis:
@@ -91,10 +92,14 @@ class SignalRecord:
         return {}
 
 
+def _pred(recorder: RunRecorder) -> pd.Series:
+    pred: pd.Series = recorder.load_object("pred")["score"]
+    return pred
+
+
 def _pred_and_label(recorder: RunRecorder) -> tuple[pd.Series, pd.Series]:
-    pred = recorder.load_object("pred")
-    label = recorder.load_object("label")
-    return pred["score"], label.iloc[:, 0]
+    pred = _pred(recorder)
+    return pred, recorder.load_object("label").iloc[:, 0]
 
 
 @dataclass(kw_only=True)
@@ -109,12 +114,13 @@ class SigAnaRecord:
         pred, label = _pred_and_label(ctx.recorder)
         analysis = analyse_signal(pred, label, long_short=self.ana_long_short)
         ctx.recorder.log_metrics(analysis.metrics)
+        quantiles = quantile_returns(pred, label)
         ctx.recorder.save_objects(
             artifact_path="sig_analysis",
             ic=analysis.ic,
-            quantile_returns=quantile_returns(pred, label),
+            quantile_returns=quantiles,
             ic_plot=ic_figure(analysis.ic),
-            quantile_plot=quantile_figure(pred, label),
+            quantile_plot=quantile_figure(quantiles),
         )
         return analysis.metrics
 
@@ -130,8 +136,7 @@ class PortAnaRecord:
     name: str = field(default="port_ana", init=False)
 
     def generate(self, ctx: RecordContext) -> dict[str, float]:
-        pred, _ = _pred_and_label(ctx.recorder)
-        analysis = analyse_portfolio(pred, ctx.store, self.config)
+        analysis = analyse_portfolio(_pred(ctx.recorder), ctx.store, self.config)
         ctx.recorder.log_metrics(analysis.metrics)
         ctx.recorder.save_objects(
             artifact_path="portfolio_analysis",

@@ -11,6 +11,9 @@ Semantics (``qlib.contrib.eva.alpha`` 0.9.7), vectorised over all dates at once:
   row of the date (NaN ones included); the N highest and the N lowest non-NaN predictions (ties resolved by
   instrument order, as ``nlargest(keep="first")`` on a sorted frame) give ``(mean label top − mean label
   bottom) / 2``; ``long_avg`` is the date's mean label. Annualised with 252.
+* Quantile returns (the quantile plot's table): rows where both values are present, per date ranked by score
+  (``rank(pct=True, method="first")``: ties in row order), group ``clip(ceil(pct * groups), 1, groups)``, mean
+  label per date and group.
 """
 
 from __future__ import annotations
@@ -67,13 +70,18 @@ def long_short_returns(pred: pd.Series, label: pd.Series, quantile: float = QUAN
     return pd.DataFrame({"long_short": (top - bottom) / 2, "long_avg": avg}, index=rows.dates)
 
 
-def signal_metrics(pred: pd.Series, label: pd.Series, long_short: bool = False) -> dict[str, float]:
+def signal_metrics(
+    pred: pd.Series, label: pd.Series, long_short: bool = False, ic: pd.DataFrame | None = None
+) -> dict[str, float]:
     """``IC``, ``ICIR``, ``Rank IC``, ``Rank ICIR`` (and the four ``Long-…`` metrics) as SigAnaRecord logs them.
+
+    ``ic`` is ``daily_ic(pred, label)`` when the caller has it already.
 
     Raises:
         DataError: an input is not indexed by ``(datetime, instrument)``.
     """
-    ic = daily_ic(pred, label)
+    if ic is None:
+        ic = daily_ic(pred, label)
     metrics = {
         "IC": float(ic["ic"].mean()),
         "ICIR": float(ic["ic"].mean() / ic["ic"].std()),
@@ -87,6 +95,32 @@ def signal_metrics(pred: pd.Series, label: pd.Series, long_short: bool = False) 
             metrics[f"{name} Ann Return"] = float(r.mean() * ANN_SCALER)
             metrics[f"{name} Ann Sharpe"] = float(r.mean() / r.std() * ANN_SCALER**0.5)
     return metrics
+
+
+def quantile_returns(pred: pd.Series, label: pd.Series, groups: int = 5) -> pd.DataFrame:
+    """Mean label per score quantile group per day (group 1 = lowest scores); columns ``Group1..GroupN``.
+
+    Only groups that occur on some day are columns; a group empty on a day is NaN there.
+    """
+    frame = pd.DataFrame({"score": pred, "label": label}).dropna()  # the row order breaks score ties
+    codes, dates = pd.factorize(frame.index.get_level_values("datetime"), sort=True)
+    code = codes.astype(np.int64)
+    n_dates = len(dates)
+    order = np.lexsort((frame["score"].to_numpy(dtype=np.float64), code))  # stable: ties keep row order
+    sorted_code = code[order]
+    first = np.searchsorted(sorted_code, np.arange(n_dates), side="left")
+    ranks = np.empty(len(frame), dtype=np.float64)
+    ranks[order] = np.arange(1, len(frame) + 1) - first[sorted_code]
+    count = np.bincount(code, minlength=n_dates)
+    group = np.clip(np.ceil(ranks / count[code] * groups).astype(np.int64), 1, groups)
+    # pandas' grouped mean (not bincount) so that a float32 label is averaged exactly as before, in float32
+    means = frame["label"].groupby(code * groups + (group - 1)).mean()
+    cells = means.index.to_numpy()
+    present = np.unique(cells % groups)
+    table = np.full((n_dates, len(present)), np.nan, dtype=means.to_numpy().dtype)
+    table[cells // groups, np.searchsorted(present, cells % groups)] = means.to_numpy()
+    index = pd.DatetimeIndex(dates, name="datetime")
+    return pd.DataFrame(table, index=index, columns=[f"Group{g + 1}" for g in present])
 
 
 def _align(pred: pd.Series, label: pd.Series) -> _Aligned:

@@ -44,6 +44,7 @@ SERIES_COLUMN = "__series__"
 PARQUET, JSON, PNG, TEXT, BINARY = ".parquet", ".json", ".png", ".txt", ".bin"
 TEXT_SUFFIXES = frozenset({TEXT, ".log", ".md", ".yaml", ".yml", ".csv", ".toml", ".ini", ".py", ".diff"})
 SUFFIXES = (PARQUET, JSON, PNG, TEXT, BINARY)
+PNG_COMPRESS_LEVEL = 1  # zlib level: ~1/3 less encoding time than PIL's default 6 for ~5 % larger plots
 SUPPORTED = (
     "pandas DataFrame/Series (parquet), dict/list/tuple/int/float/bool/None (JSON), matplotlib Figure (PNG), "
     "pathlib.Path of a saved-model directory holding model.json (uploaded as a folder), str (text), bytes (raw)"
@@ -89,7 +90,7 @@ def stage_object(name: str, obj: object, directory: Path) -> StagedObject:
     figure = _figure_type()
     if figure is not None and isinstance(obj, figure):
         path = directory / _with_suffix(name, PNG)
-        cast(Any, obj).savefig(path, format="png")
+        cast(Any, obj).savefig(path, format="png", pil_kwargs={"compress_level": PNG_COMPRESS_LEVEL})
         return StagedObject(path.name, path, False)
     if isinstance(obj, Path):
         return StagedObject(name, _model_dir(name, obj), True)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from app.errors import DataError
-from app.evaluation.signal import daily_ic, long_short_returns, signal_metrics
+from app.evaluation.signal import daily_ic, long_short_returns, quantile_returns, signal_metrics
 
 NAN = math.nan
 
@@ -147,3 +147,34 @@ def test_a_constant_prediction_is_nan_only_when_its_mean_is_exact() -> None:
     assert abs(ic["ic"].iloc[0]) < 1e-15
     assert np.isnan(ic["ic"].iloc[1])
     assert ic["rank_ic"].isna().all()  # equal ranks are exact: scipy's spearmanr gives NaN
+
+
+def groupby_quantile_returns(pred: pd.Series, label: pd.Series, groups: int = 5) -> pd.DataFrame:
+    """The groupby-rank implementation quantile_returns replaced (kept as the reference)."""
+    frame = pd.DataFrame({"score": pred, "label": label}).dropna()
+    ranks = frame.groupby(level="datetime")["score"].rank(pct=True, method="first").to_numpy(dtype=float)
+    frame["group"] = np.clip(np.ceil(ranks * groups).astype(int), 1, groups)
+    table = frame.groupby([frame.index.get_level_values("datetime"), "group"])["label"].mean().unstack()
+    table.columns = [f"Group{int(g)}" for g in table.columns]
+    table.index.name = "datetime"
+    return table
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_quantile_returns_match_the_groupby_reference_exactly(seed: int) -> None:
+    pred, label = random_frames(seed)
+    if seed % 2:  # tied scores (broken by row order) and a float32 label, as the datasets give it
+        pred = pred.round(0)
+        label = label.astype(np.float32)
+    if seed == 3:  # rows out of order
+        pred = pred.sample(frac=1.0, random_state=seed)
+    ours = quantile_returns(pred, label)
+    pd.testing.assert_frame_equal(ours, groupby_quantile_returns(pred, label), check_exact=True, check_freq=False)
+    assert list(ours.columns) == [f"Group{g}" for g in range(1, 6)] and ours.index.name == "datetime"
+
+
+def test_quantile_returns_keep_only_groups_that_occur() -> None:
+    pred, label = hand_frames()
+    ours = quantile_returns(pred, label, groups=4)
+    pd.testing.assert_frame_equal(ours, groupby_quantile_returns(pred, label, 4), check_exact=True, check_freq=False)
+    assert ours.loc["2020-01-06"].notna().sum() == 1  # one instrument: one group that day, NaN elsewhere
