@@ -20,6 +20,10 @@ from app.settings import get_settings
 EXIT_CONFIG = 2
 EXIT_TASK_FAILED = 1
 
+# Each job's overrides -> its spec and components as validation built them, so the job (when Hydra runs it in
+# this process) does not resolve, check and build them a second time. Taken once.
+_VALIDATED: dict[tuple[str, ...], tuple[Any, Any]] = {}
+
 
 def run(argv: Sequence[str]) -> int:
     """Run the Hydra app with ``argv`` as its command line; returns the exit status."""
@@ -84,7 +88,7 @@ def validate_jobs(overrides: Sequence[str], *, multirun: bool, config_name: str 
                 prepare_config(cfg, cfg.hydra.runtime.choices.get("data"), settings)
                 spec = task_spec_from_config(cfg)
                 trainer = check_trainer(cfg)
-                build_components(spec)
+                _VALIDATED[tuple(job_overrides)] = (spec, build_components(spec))
                 if trainer["rolling"]:
                     rolling_windows(cfg, trainer["rolling"])
             except QtrainError as exc:
@@ -180,24 +184,24 @@ def train_job(cfg: Any) -> bool:
     from hydra.types import RunMode
     from hydra.utils import instantiate
 
-    from app.config import build_components, prepare_config, task_spec_from_config
-    from app.dataset.cache import FeatureCache
+    from app import wiring
+    from app.config import prepare_config, task_spec_from_config
     from app.sweep import job_outcome, write_outcome
-    from app.tracking.manager import ExpManager
     from app.workflow.trainer_rm import TrainerRM
 
     settings = get_settings()
     hydra_cfg = HydraConfig.get()
+    manager = wiring.tracking(settings, background=True)  # opens while the job starts
     prepare_config(cfg, hydra_cfg.runtime.choices.get("data"), settings)
-    spec = task_spec_from_config(cfg)
+    validated = _VALIDATED.pop(tuple(hydra_cfg.overrides.task), None)
+    spec = validated[0] if validated else task_spec_from_config(cfg)
     trainer_node = check_trainer(cfg)
     rolling, end = trainer_node.pop("rolling"), trainer_node.pop("end")
-    manager = ExpManager(settings.tracking_uri, settings.artifact_root)
     experiment = str(cfg.experiment_name)
-    cache = FeatureCache(settings.cache_dir / "features")
     make = instantiate(trainer_node)
     pool_kwargs = _pool_kwargs(settings) if issubclass(make.func, TrainerRM) else {}
-    trainer = make(manager, build_components, experiment_name=experiment, cache=cache, **pool_kwargs)
+    build = _builder(validated)
+    trainer = make(manager, build, experiment_name=experiment, cache=wiring.feature_cache(settings), **pool_kwargs)
     specs = rolling_specs(cfg, rolling) if rolling else [spec]
     results = trainer.train(specs)
     if isinstance(trainer, TrainerRM) and not trainer.wait_for_results:
@@ -220,6 +224,19 @@ def train_job(cfg: Any) -> bool:
     write_outcome(hydra_cfg.runtime.output_dir, outcome)
     _report(outcome, experiment, spec.hash, settings.tracking_uri, quiet=hydra_cfg.mode == RunMode.MULTIRUN)
     return final.error is None
+
+
+def _builder(validated: tuple[Any, Any] | None) -> Any:
+    """``build_components``, except that the spec validation built is served its components (once)."""
+    from app.config import build_components
+
+    prebuilt = {validated[0].hash: validated[1]} if validated else {}
+
+    def build(spec: Any) -> Any:
+        components = prebuilt.pop(spec.hash, None)
+        return components if components is not None else build_components(spec)
+
+    return build
 
 
 def _pool_kwargs(settings: Any) -> dict[str, Any]:

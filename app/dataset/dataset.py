@@ -54,7 +54,9 @@ class Dataset:
         fingerprint: str | None = None,
     ) -> None:
         self.views = views
-        self.cache, self.fingerprint = (cache, fingerprint) if cache is not None and fingerprint else (None, None)
+        keep = cache is not None and bool(fingerprint)
+        self.cache: FeatureCache | None = cache if keep else None
+        self.fingerprint: str | None = fingerprint if keep else None
         self.segments: dict[str, Segment] = {name: parse_segment(name, span) for name, span in segments.items()}
         dates = views.raw.index.get_level_values("datetime").unique()
         for seg in self.segments.values():

@@ -265,7 +265,8 @@ def train_booster(
     ``binned`` = (cache, what identifies the train/valid rows): the binned Datasets are loaded from, or saved
     to, that cache (not with ``weight``, which the binned file would carry).
     """
-    lgb = import_lightgbm()
+    import_lightgbm()
+    import lightgbm as lgb
 
     if binned is not None and weight is None:
         dtrain, dvalid = binned[0].datasets(params, train, valid, binned[1])
@@ -283,6 +284,7 @@ def train_booster(
     if valid is None:
         log.info("%s: the dataset has no 'valid' segment; training all %d rounds without early stopping", owner, rounds)
     else:
+        assert dvalid is not None
         sets.append(dvalid)
         names.append("valid")
         if early_stopping_rounds is None:
@@ -319,7 +321,8 @@ def load_booster(path: Path, owner: str) -> lgb.Booster:
     """
     if not path.is_file():
         raise ConfigError(f"{owner}: {path} is missing; the saved model directory is incomplete, save it again.")
-    lgb = import_lightgbm()
+    import_lightgbm()
+    import lightgbm as lgb
 
     return lgb.Booster(model_file=str(path))
 
@@ -394,7 +397,7 @@ class LightGBMModel:
         valid = learn_data(dataset, "valid", name) if "valid" in dataset.segments else None
         params = booster_params(self.loss, self.seed, self.num_threads, self.params)
         cache = BinnedCache.for_dataset(dataset)
-        rows = {
+        rows: dict[str, object] = {
             k: [str(dataset.segments[k].start.date()), str(dataset.segments[k].end.date())]
             for k in ("train", "valid")
             if k in dataset.segments

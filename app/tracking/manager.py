@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +21,7 @@ from app.tracking.recorder import FAILED, FINISHED, KILLED, SCHEDULED, Recorder
 from app.tracking.records import DEFAULT_ORDER, runs_to_frame, search_all_runs
 from app.tracking.registry import register_model
 from app.tracking.store import (
+    check_tracking_location,
     default_artifact_root,
     error_code,
     experiment_artifact_location,
@@ -42,7 +45,8 @@ class ExpManager:
     """Experiments of the tracking store at ``tracking_uri``; at most one active experiment/run at a time.
 
     The constructor prepares a ``sqlite:///`` store once under a file lock (see
-    :func:`app.tracking.store.prepare_tracking_store`). New experiments keep their artifacts under
+    :func:`app.tracking.store.prepare_tracking_store`); with ``background=True`` it does so on a thread and the
+    first use of the store waits for it (and raises what opening it raised). New experiments keep their artifacts under
     ``<artifact_root>/<experiment name>`` (for SQLite without a root: ``<db dir>/mlartifacts``).
 
     Raises:
@@ -51,16 +55,42 @@ class ExpManager:
     """
 
     def __init__(
-        self, tracking_uri: str, artifact_root: Path | str | None = None, *, source_dir: Path | None = None
+        self,
+        tracking_uri: str,
+        artifact_root: Path | str | None = None,
+        *,
+        source_dir: Path | None = None,
+        background: bool = False,
     ) -> None:
         if not tracking_uri.strip():
             raise ConfigError("tracking URI is empty; set MLFLOW_TRACKING_URI, e.g. sqlite:///mlflow.db")
-        prepare_tracking_store(tracking_uri, artifact_root)
+        check_tracking_location(tracking_uri)
         self._uri = tracking_uri
         self._artifact_root = default_artifact_root(tracking_uri, artifact_root)
         self._source_dir = source_dir
-        self._client = make_client(tracking_uri)
         self.active_experiment: Experiment | None = None
+        self._opening: Future[MlflowClient] = Future()
+        if background:  # importing MLflow takes ~3 s; the caller goes on (data, fit) meanwhile
+            threading.Thread(target=self._open, args=(artifact_root,), name="mlflow-open", daemon=True).start()
+        else:
+            self._open(artifact_root)
+            self._opening.result()
+
+    def _open(self, artifact_root: Path | str | None) -> None:
+        try:
+            prepare_tracking_store(self._uri, artifact_root)
+            self._opening.set_result(make_client(self._uri))
+        except BaseException as exc:  # re-raised by the first caller that needs the client
+            self._opening.set_exception(exc)
+
+    @property
+    def is_open(self) -> bool:
+        """True once the tracking store is ready (or failed to open): using it no longer waits."""
+        return self._opening.done()
+
+    @property
+    def _client(self) -> MlflowClient:
+        return self._opening.result()
 
     def __repr__(self) -> str:
         return f"ExpManager(uri={mask_url(self._uri)!r}, artifact_root={self._artifact_root!r})"

@@ -91,6 +91,21 @@ def file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
+def check_tracking_location(tracking_uri: str) -> None:
+    """Cheap checks that need no MLflow: a ``sqlite:///`` DB's folder exists or can be created.
+
+    Raises:
+        TrackingError: the folder cannot be created.
+    """
+    db = sqlite_path(tracking_uri)
+    if db is None:
+        return
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TrackingError(f"cannot create the folder of tracking DB {db}: {exc}; {URI_HINT}") from exc
+
+
 def prepare_tracking_store(
     tracking_uri: str, artifact_root: Path | str | None = None, *, upgrade: bool = False
 ) -> None:
@@ -113,12 +128,10 @@ def prepare_tracking_store(
         return
     from mlflow.exceptions import MlflowException
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+    from sqlalchemy.exc import SQLAlchemyError
 
     root = default_artifact_root(tracking_uri, artifact_root)
-    try:
-        db.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise TrackingError(f"cannot create the folder of tracking DB {db}: {exc}; {URI_HINT}") from exc
+    check_tracking_location(tracking_uri)
     with file_lock(db.with_name(db.name + ".lock")):
         if upgrade and db.exists() and db.stat().st_size > 0:
             _upgrade(tracking_uri, db)
@@ -133,6 +146,11 @@ def prepare_tracking_store(
                 ) from exc
             raise TrackingError(
                 f"cannot open tracking DB {db} ({mask_url(tracking_uri)}): {exc.message}; {URI_HINT}"
+            ) from exc
+        except SQLAlchemyError as exc:  # e.g. the file is not an SQLite database
+            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            raise TrackingError(
+                f"cannot open tracking DB {db} ({mask_url(tracking_uri)}): {reason}; move the file away or {URI_HINT}"
             ) from exc
 
 

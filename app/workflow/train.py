@@ -10,6 +10,7 @@ Both halves and :func:`task_train` share :func:`_log_task` and :func:`_train_in_
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import time
@@ -85,11 +86,52 @@ def task_train(
     Raises:
         Whatever the dataset, model or records raise, after the run has been marked FAILED.
     """
-    with manager.start(experiment_name=experiment_name, task_hash=spec.hash) as recorder:
-        if on_run is not None:
-            on_run(recorder.id)
-        _log_task(recorder, spec)
-        return _train_in_run(recorder, components, cache)
+    with contextlib.ExitStack() as stack:
+
+        def open_run() -> Recorder:
+            recorder = stack.enter_context(manager.start(experiment_name=experiment_name, task_hash=spec.hash))
+            if on_run is not None:
+                on_run(recorder.id)
+            _log_task(recorder, spec)
+            return recorder
+
+        run = LazyRun(open_run, ready=lambda: manager.is_open)
+        try:
+            return _train_in_run(run, components, cache)  # type: ignore[arg-type]  # a Recorder by delegation
+        except BaseException:
+            run.open()  # the failure is recorded in the run (FAILED, traceback) as the stack unwinds
+            raise
+
+
+class LazyRun:
+    """A run that is created at its first use once the tracking store is open.
+
+    While the store is still opening (``ExpManager(background=True)``: MLflow's import alone takes ~3 s), tags and
+    metrics are held back and the stages go on; the run is created, and what was held back logged, at the first
+    call made once the store is ready, or at the first call that needs the run itself (artifacts, its id).
+    With an open store that is the first call, so the run starts exactly as an eager one would.
+    """
+
+    HELD = frozenset({"set_tags", "log_metrics", "log_series"})
+
+    def __init__(self, open_run: Callable[[], Recorder], *, ready: Callable[[], bool]) -> None:
+        self._open_run, self._ready = open_run, ready
+        self._recorder: Recorder | None = None
+        self._held: list[tuple[str, tuple[object, ...], dict[str, object]]] = []
+
+    def open(self) -> Recorder:
+        """The run, created now if it does not exist yet (waiting for the store), with the held calls logged."""
+        if self._recorder is None:
+            self._recorder = self._open_run()
+            for name, args, kwargs in self._held:
+                getattr(self._recorder, name)(*args, **kwargs)
+            self._held.clear()
+        return self._recorder
+
+    def __getattr__(self, name: str) -> object:
+        if self._recorder is None and name in self.HELD and not self._ready():
+            return lambda *args, **kwargs: self._held.append((name, args, kwargs))
+        return getattr(self.open(), name)
 
 
 def begin_task_train(spec: TaskSpec, manager: ExpManager, *, experiment_name: str) -> str:

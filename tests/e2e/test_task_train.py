@@ -67,3 +67,73 @@ def test_bad_model_key_fails_before_any_run(market: Path) -> None:
     spec = TaskSpec.from_mapping(_spec(market, num_leavs=3))
     with pytest.raises(ConfigError, match=r"model: .*'num_leavs'.*did you mean num_leaves"):
         build_components(spec)
+
+
+class _SlowOpening(ExpManager):
+    """An ExpManager whose store counts as still opening until ``opened`` is set (as while MLflow imports)."""
+
+    opened = False
+
+    @property
+    def is_open(self) -> bool:
+        return self.opened
+
+
+def test_stages_run_before_the_store_is_open_and_land_in_the_run(market: Path, tmp_path: Path) -> None:
+    from app.workflow.train import LazyRun
+
+    manager = _SlowOpening(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts", background=True)
+    spec = TaskSpec.from_mapping(_spec(market))
+    created: list[str] = []
+    real_open = LazyRun.open
+
+    def open_and_note(self: LazyRun) -> Any:
+        if self._recorder is None:
+            created.append(f"run created with {len(self._held)} calls held")
+        return real_open(self)
+
+    LazyRun.open = open_and_note  # type: ignore[method-assign]
+    try:
+        result = task_train(spec, build_components(spec), manager, experiment_name="lazy")
+    finally:
+        LazyRun.open = real_open  # type: ignore[method-assign]
+    # tags, the data and fit timings and the curves were held while the store was "opening", then logged
+    assert created and int(created[0].split()[3]) >= 4
+    recorder = manager.get_recorder(result.run_id)
+    assert recorder.status == "FINISHED"
+    assert {"time_data_s", "time_fit_s", "time_records_s", "valid.l2", "IC"} <= set(recorder.list_metrics())
+    assert len(recorder.get_metric_history("valid.l2")) > 1
+    assert recorder.list_tags()["model"] == "lgbm" and recorder.list_tags()["feature_cache"] == "off"
+    assert recorder.list_params()["model.num_leaves"] == "15"
+
+
+def test_a_failure_before_the_run_exists_still_ends_in_a_failed_run(market: Path, tmp_path: Path) -> None:
+    manager = _SlowOpening(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts", background=True)
+    spec = TaskSpec.from_mapping(_spec(market))
+    components = build_components(spec)
+
+    def broken_fit(*args: object) -> None:
+        raise ValueError("the fit broke")
+
+    object.__setattr__(components.model, "fit", broken_fit)
+    with pytest.raises(ValueError, match="the fit broke") as failure:
+        task_train(spec, components, manager, experiment_name="lazy")
+    runs = manager.search_records(["lazy"])
+    assert list(runs["status"]) == ["FAILED"]
+    recorder = manager.get_recorder(str(runs["run_id"].iloc[0]))
+    assert type(failure.value).__name__ in recorder.list_tags()["error"]
+    assert "traceback.txt" in recorder.list_artifacts()
+    assert recorder.list_tags()["task_hash"] == spec.hash
+
+
+def test_a_store_that_cannot_open_fails_at_first_use(tmp_path: Path) -> None:
+    from app.errors import TrackingError
+
+    (tmp_path / "mlflow.db").write_text("not a database")
+    manager = ExpManager(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts", background=True)
+    with pytest.raises(TrackingError, match="cannot open tracking DB"):
+        manager.list_experiments()
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    with pytest.raises(TrackingError, match="cannot create the folder"):
+        ExpManager(f"sqlite:///{blocked / 'sub' / 'mlflow.db'}", background=True)  # at once, no MLflow needed
