@@ -58,6 +58,15 @@ def make_app(settings: Settings) -> Celery:
 app = make_app(get_settings())
 
 
+@signals.worker_init.connect  # type: ignore[untyped-decorator]
+def _preload(**_: Any) -> None:
+    """Load the heavy libraries once in the worker's main process, before its pool children are forked: they
+    inherit them, so no task pays for importing MLflow (~3 s) or LightGBM."""
+    from app.pool_runtime import preload
+
+    preload()
+
+
 @signals.worker_process_init.connect  # type: ignore[untyped-decorator]
 def _limit_threads(**_: Any) -> None:
     """Each pool child uses ``QTRAIN_WORKER_THREADS`` threads (torch otherwise takes every core per process)."""

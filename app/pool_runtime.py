@@ -20,10 +20,9 @@ def _shared_pool(url: str) -> TaskPool:
 @functools.cache
 def pool_worker(hostname: str) -> PoolWorker:
     """The process's :class:`PoolWorker` (task store, MLflow, feature cache, checkpoints, Celery dispatcher)."""
+    from app import wiring
     from app.broker import CeleryBroker
     from app.celery import app
-    from app.dataset.cache import FeatureCache
-    from app.tracking.manager import ExpManager
     from app.workflow.trainer_rm import send
 
     settings = get_settings()
@@ -31,14 +30,28 @@ def pool_worker(hostname: str) -> PoolWorker:
     broker = CeleryBroker(app)
     return PoolWorker(
         pool,
-        ExpManager(settings.tracking_uri, settings.artifact_root),
+        wiring.tracking(settings),
         build_components,
         worker=hostname,
-        cache=FeatureCache(settings.cache_dir / "features"),
+        cache=wiring.feature_cache(settings),
         checkpoint_root=settings.checkpoint_dir,
         lease_s=settings.lease_s,
         redispatch=lambda task: send(pool, broker, task),
     )
+
+
+def preload() -> None:
+    """Import what running a task needs (MLflow's tracking store, LightGBM, the workflow, records, kernels).
+
+    Only imports: nothing is opened, so the process can still fork safely.
+    """
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+
+    import app.evaluation.records
+    import app.features.frame  # noqa: F401
+    from app.models.lgbm import import_lightgbm
+
+    import_lightgbm()
 
 
 def reconcile_pools() -> int:

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import tempfile
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -64,6 +65,10 @@ class FeatureCache:
         """
         text = canonical_json(key)
         path = self.root / f"{canonical.sha256_text(text)}{SUFFIX}"
+        kept = _LOADED.get(path)
+        if kept is not None:
+            self.hits += 1
+            return kept, True
         if path.is_file():
             try:
                 frame = _read(path, text)
@@ -71,12 +76,65 @@ class FeatureCache:
                 log.warning("cache file %s is unreadable (%s); rebuilding it", path, exc)
             else:
                 self.hits += 1
+                _LOADED.put(path, frame)
                 return frame, True
         self.misses += 1
         frame = build()
         _write_atomic(path, frame, text)
+        _LOADED.put(path, frame)
         log.debug("cached %d rows at %s", len(frame), path)
         return frame, False
+
+
+class LoadedFrames:
+    """Frames this process loaded or built, by cache file, while the file is unchanged (size, mtime).
+
+    A sweep in one process or a warm worker then reads each cached frame once. Sharing one frame between tasks is
+    safe because each lookup gets its own shallow copy and pandas (>= 3)
+    copies on write. The oldest frames are dropped beyond ``limit_bytes``.
+    """
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit_bytes = limit_bytes
+        self._frames: OrderedDict[Path, tuple[tuple[int, int], pd.DataFrame, int]] = OrderedDict()
+
+    def get(self, path: Path) -> pd.DataFrame | None:
+        entry = self._frames.get(path)
+        if entry is None:
+            return None
+        if entry[0] != _stamp(path):
+            del self._frames[path]
+            return None
+        self._frames.move_to_end(path)
+        return entry[1].copy(deep=False)  # shares the data; a write to either copies first (copy on write)
+
+    def put(self, path: Path, frame: pd.DataFrame) -> None:
+        stamp = _stamp(path)
+        if stamp == (-1, -1):
+            return
+        self._frames[path] = (stamp, frame.copy(deep=False), int(frame.memory_usage(index=True, deep=False).sum()))
+        self._frames.move_to_end(path)
+        while len(self._frames) > 1 and sum(size for *_, size in self._frames.values()) > self.limit_bytes:
+            self._frames.popitem(last=False)
+
+    def clear(self) -> None:
+        self._frames.clear()
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    try:
+        st = path.stat()
+    except OSError:
+        return (-1, -1)
+    return (st.st_size, st.st_mtime_ns)
+
+
+_LOADED = LoadedFrames(limit_bytes=4 << 30)
+
+
+def forget_loaded_frames() -> None:
+    """Drop the frames this process keeps in memory (the next lookups read the files again)."""
+    _LOADED.clear()
 
 
 def canonical_json(key: Mapping[str, object]) -> str:

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from app.data.fingerprint import store_fingerprint
-from app.dataset.cache import FeatureCache, canonical_json, key_digest
+from app.dataset.cache import FeatureCache, canonical_json, forget_loaded_frames, key_digest
 from app.errors import ConfigError
 from tests.unit.data.qlib_layout import write_calendar, write_field, write_market
 from tests.unit.dataset.frames import NAN, grid
@@ -33,6 +33,11 @@ def frame() -> pd.DataFrame:
     return df
 
 
+@pytest.fixture(autouse=True)
+def _files_only() -> None:
+    forget_loaded_frames()  # each test reads what is on disk, not frames an earlier test kept
+
+
 class Builder:
     def __init__(self) -> None:
         self.calls = 0
@@ -45,6 +50,7 @@ class Builder:
 def test_second_call_hits_and_round_trips_exactly(tmp_path: Path) -> None:
     cache, build = FeatureCache(tmp_path / "cache"), Builder()
     _, hit1 = cache.get_or_build(KEY, build)
+    forget_loaded_frames()
     second, hit2 = cache.get_or_build(dict(reversed(KEY.items())), build)  # key order does not matter
     assert (hit1, hit2, build.calls) == (False, True, 1)
     pd.testing.assert_frame_equal(second, frame())
@@ -152,3 +158,32 @@ def test_colliding_flat_column_names_survive(tmp_path: Path) -> None:
     again, hit = cache.get_or_build(KEY, lambda: df)
     assert hit
     pd.testing.assert_frame_equal(again, df)
+
+
+def test_a_process_reads_each_file_once_while_it_is_unchanged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import app.dataset.cache as cache_module
+
+    reads = []
+    real_read = cache_module._read
+    monkeypatch.setattr(cache_module, "_read", lambda *a: reads.append(a) or real_read(*a))
+    cache, build = FeatureCache(tmp_path / "cache"), Builder()
+    built, _ = cache.get_or_build(KEY, build)
+    other = FeatureCache(tmp_path / "cache")  # another job of the same process
+    kept, hit = other.get_or_build(KEY, build)
+    assert (hit, build.calls, len(reads)) == (True, 1, 0)
+    pd.testing.assert_frame_equal(kept, built)
+    path = other.path_for(KEY)
+    stamp = path.stat()
+    path.write_bytes(b"torn")  # the file changed under us: read again (unreadable -> rebuilt)
+    os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 1))
+    again, hit = other.get_or_build(KEY, build)
+    assert (hit, build.calls) == (False, 2)
+    pd.testing.assert_frame_equal(again, frame())
+
+
+def test_frames_shared_between_jobs_cannot_be_changed_through_each_other(tmp_path: Path) -> None:
+    cache = FeatureCache(tmp_path / "cache")
+    first, _ = cache.get_or_build(KEY, Builder())
+    first.iloc[0, 0] = 99.0  # copy on write: the kept frame is not touched
+    second, _ = cache.get_or_build(KEY, Builder())
+    assert second.iloc[0, 0] == np.float32(0.1)
