@@ -118,7 +118,7 @@ def expand_sweep(overrides: Sequence[str], *, multirun: bool) -> list[list[str]]
     sweeps = [o for o in parsed if o.is_sweep_override()]
     if sweeps and not multirun:
         raise ConfigError(f"{sweeps[0].input_line} is a sweep; add -m to run one job per value (qtrain run -m ...)")
-    custom_sweeper = any(o.key_or_group == "hydra/sweeper" and o.value() != "basic" for o in parsed)
+    custom_sweeper = any(o.key_or_group == "hydra/sweeper" and o.value() not in ("basic", "qtrain") for o in parsed)
     if not sweeps or custom_sweeper:
         return [[str(o.input_line) for o in parsed if not o.is_sweep_override()]]
     try:
@@ -199,7 +199,8 @@ def train_job(cfg: Any) -> bool:
     rolling, end = trainer_node.pop("rolling"), trainer_node.pop("end")
     experiment = str(cfg.experiment_name)
     make = instantiate(trainer_node)
-    pool_kwargs = _pool_kwargs(settings) if issubclass(make.func, TrainerRM) else {}
+    # in this process, a job's figures are drawn while the next job trains (the process waits for them at exit)
+    pool_kwargs = _pool_kwargs(settings) if issubclass(make.func, TrainerRM) else {"draw_plots_later": True}
     build = _builder(validated)
     trainer = make(manager, build, experiment_name=experiment, cache=wiring.feature_cache(settings), **pool_kwargs)
     specs = rolling_specs(cfg, rolling) if rolling else [spec]

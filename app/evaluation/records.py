@@ -8,8 +8,10 @@ returns them. :func:`analyse_signal` and :func:`analyse_portfolio` are the same 
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -49,6 +51,63 @@ class RecordContext:
     dataset: Dataset | None
     store: QlibStore
     recorder: RunRecorder
+    plots: PlotQueue | None = None  # where figures go to be drawn later; None: drawn and saved at once
+
+    def save_plots(self, artifact_path: str, **makers: Callable[[], Any]) -> None:
+        """Save the figures ``makers`` draw (``name=lambda: figure``) under ``artifact_path``, now or queued."""
+        if self.plots is not None:
+            self.plots.add(artifact_path, makers)
+        else:
+            self.recorder.save_objects(artifact_path=artifact_path, **{k: make() for k, make in makers.items()})
+
+
+class PlotQueue:
+    """Figures of one run to be drawn and uploaded after its records (one upload, off the job's path).
+
+    Drawing the three record figures costs about as much as all the records' maths; :meth:`draw_in_background`
+    hands them to one process-wide drawing thread, so the next job's boosting (which releases the GIL) runs while
+    they are drawn. Pending figures are finished before the process exits; :func:`wait_for_plots` waits earlier.
+    """
+
+    def __init__(self) -> None:
+        self._items: list[tuple[str, Mapping[str, Callable[[], Any]]]] = []
+
+    def add(self, artifact_path: str, makers: Mapping[str, Callable[[], Any]]) -> None:
+        self._items.append((artifact_path, dict(makers)))
+
+    def draw(self, recorder: Any) -> None:
+        """Draw every queued figure and upload them to ``recorder``'s run in one go."""
+        with recorder.deferred_artifacts():
+            for artifact_path, makers in self._items:
+                recorder.save_objects(artifact_path=artifact_path, **{k: make() for k, make in makers.items()})
+        self._items.clear()
+
+    def draw_in_background(self, recorder: Any) -> Future[None]:
+        """:meth:`draw` on the drawing thread (figures are drawn one run at a time: matplotlib is not thread-safe)."""
+        future = _drawing_thread().submit(self._draw_logged, recorder)
+        _PENDING.add(future)
+        future.add_done_callback(_PENDING.discard)
+        return future
+
+    def _draw_logged(self, recorder: Any) -> None:
+        try:
+            self.draw(recorder)
+        except Exception:  # the run's metrics and data artifacts are saved already; only its pictures are missing
+            log.exception("drawing the record figures of run %s failed", getattr(recorder, "id", "?"))
+            raise
+
+
+_PENDING: set[Future[None]] = set()
+
+
+@functools.cache
+def _drawing_thread() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="qtrain-plots")
+
+
+def wait_for_plots() -> None:
+    """Block until every figure queued with :meth:`PlotQueue.draw_in_background` is drawn and uploaded."""
+    wait(list(_PENDING))
 
 
 @dataclass(frozen=True)
@@ -115,12 +174,9 @@ class SigAnaRecord:
         analysis = analyse_signal(pred, label, long_short=self.ana_long_short)
         ctx.recorder.log_metrics(analysis.metrics)
         quantiles = quantile_returns(pred, label)
-        ctx.recorder.save_objects(
-            artifact_path="sig_analysis",
-            ic=analysis.ic,
-            quantile_returns=quantiles,
-            ic_plot=ic_figure(analysis.ic),
-            quantile_plot=quantile_figure(quantiles),
+        ctx.recorder.save_objects(artifact_path="sig_analysis", ic=analysis.ic, quantile_returns=quantiles)
+        ctx.save_plots(
+            "sig_analysis", ic_plot=lambda: ic_figure(analysis.ic), quantile_plot=lambda: quantile_figure(quantiles)
         )
         return analysis.metrics
 
@@ -143,6 +199,6 @@ class PortAnaRecord:
             report_normal_1day=analysis.report,
             positions_normal_1day=analysis.positions,
             port_analysis_1day=analysis.metrics,
-            excess_return_plot=excess_return_figure(analysis.report),
         )
+        ctx.save_plots("portfolio_analysis", excess_return_plot=lambda: excess_return_figure(analysis.report))
         return analysis.metrics

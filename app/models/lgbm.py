@@ -15,6 +15,7 @@ import functools
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -258,12 +259,14 @@ def train_booster(
     owner: str,
     weight: np.ndarray | None = None,
     binned: tuple[BinnedCache, Mapping[str, object]] | None = None,
+    timings: dict[str, float] | None = None,
 ) -> tuple[lgb.Booster, Curves]:
     """Train one booster; early stopping on ``valid`` when given. The returned booster holds only the
     trees up to the best iteration (LightGBM trims it), and the curves cover every round trained.
 
     ``binned`` = (cache, what identifies the train/valid rows): the binned Datasets are loaded from, or saved
-    to, that cache (not with ``weight``, which the binned file would carry).
+    to, that cache (not with ``weight``, which the binned file would carry). ``timings["boost"]``, when given,
+    receives the seconds spent boosting (what no reuse can save).
     """
     import_lightgbm()
     import lightgbm as lgb
@@ -291,6 +294,7 @@ def train_booster(
             log.info("%s: early_stopping_rounds is null; training all %d rounds", owner, rounds)
         else:
             callbacks.append(lgb.early_stopping(early_stopping_rounds, verbose=False))
+    started = time.perf_counter()
     with bar:
         booster = lgb.train(
             dict(params), dtrain, num_boost_round=rounds, valid_sets=sets, valid_names=names, callbacks=callbacks
@@ -300,6 +304,8 @@ def train_booster(
         )
         if trained < rounds:
             bar.update(note=f"stopped early, kept {booster.current_iteration()}")
+    if timings is not None:
+        timings["boost"] = time.perf_counter() - started
     log.info("%s: kept %d of %d rounds trained", owner, booster.current_iteration(), trained)
     return booster, curves
 
@@ -397,6 +403,7 @@ class LightGBMModel:
         valid = learn_data(dataset, "valid", name) if "valid" in dataset.segments else None
         params = booster_params(self.loss, self.seed, self.num_threads, self.params)
         cache = BinnedCache.for_dataset(dataset)
+        timings: dict[str, float] = {}
         rows: dict[str, object] = {
             k: [str(dataset.segments[k].start.date()), str(dataset.segments[k].end.date())]
             for k in ("train", "valid")
@@ -410,9 +417,12 @@ class LightGBMModel:
             early_stopping_rounds=self.early_stopping_rounds,
             owner=name,
             binned=None if cache is None else (cache, rows),
+            timings=timings,
         )
         self._features = train.features
         log_curves(recorder, curves)
+        if recorder is not None:
+            recorder.log_metrics({"time_boost_s": timings["boost"]})
 
     def predict(self, dataset: Dataset, segment: str = "test") -> pd.Series:
         """Scores for ``segment`` (infer view), a Series named ``score`` indexed ``(datetime, instrument)``.

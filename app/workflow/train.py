@@ -24,7 +24,7 @@ from app.data.store import QlibStore
 from app.dataset.cache import FeatureCache
 from app.dataset.handler import DatasetSpec
 from app.errors import ArtifactNotFoundError, ConfigError, RunStatusError
-from app.evaluation.records import RecordContext
+from app.evaluation.records import PlotQueue, RecordContext
 from app.models.base import Model
 from app.tracking.manager import ExpManager
 from app.tracking.recorder import FINISHED, RUNNING, SCHEDULED, Recorder
@@ -77,11 +77,13 @@ def task_train(
     experiment_name: str,
     cache: FeatureCache | None = None,
     on_run: Callable[[str], object] | None = None,
+    draw_plots_later: bool = False,
 ) -> TaskResult:
     """Run one task in its own MLflow run; the run ends FAILED (traceback kept) if anything raises.
 
     ``on_run(run_id)`` is called as soon as the run exists (the task pool records it, so a later attempt can
-    end an abandoned run KILLED).
+    end an abandoned run KILLED). ``draw_plots_later``: the records' figures are drawn and uploaded on a
+    background thread after the task returns (see :class:`app.evaluation.records.PlotQueue`).
 
     Raises:
         Whatever the dataset, model or records raise, after the run has been marked FAILED.
@@ -96,11 +98,15 @@ def task_train(
             return recorder
 
         run = LazyRun(open_run, ready=lambda: manager.is_open)
+        plots = PlotQueue() if draw_plots_later else None
         try:
-            return _train_in_run(run, components, cache)  # type: ignore[arg-type]  # a Recorder by delegation
+            result = _train_in_run(run, components, cache, plots)  # type: ignore[arg-type]  # a Recorder by delegation
         except BaseException:
             run.open()  # the failure is recorded in the run (FAILED, traceback) as the stack unwinds
             raise
+        if plots is not None:
+            plots.draw_in_background(run.open())
+        return result
 
 
 class LazyRun:
@@ -226,7 +232,9 @@ def _stored_spec(recorder: Recorder, status: str) -> TaskSpec:
     return spec
 
 
-def _train_in_run(recorder: Recorder, components: Components, cache: FeatureCache | None) -> TaskResult:
+def _train_in_run(
+    recorder: Recorder, components: Components, cache: FeatureCache | None, plots: PlotQueue | None = None
+) -> TaskResult:
     """Everything after the logging: dataset, fit, model artifact, records, tags, per-stage timings."""
     model = components.model
     timings: dict[str, float] = {}
@@ -243,7 +251,7 @@ def _train_in_run(recorder: Recorder, components: Components, cache: FeatureCach
         with tempfile.TemporaryDirectory(prefix="qtrain-model-") as tmp:
             model.save(Path(tmp) / "model")
             recorder.save_objects(model=Path(tmp) / "model")
-        ctx = RecordContext(model, dataset, components.store, recorder)
+        ctx = RecordContext(model, dataset, components.store, recorder, plots)
         for record in components.records:
             log.info("record <%s>", record.name)
             metrics |= record.generate(ctx)

@@ -26,7 +26,8 @@ class TrainerR:
     """Qlib's ``TrainerR``: sequential, in-process; results come back in task order.
 
     A failing task leaves a FAILED run (traceback kept) and a :class:`TaskResult` with its error; the others
-    still run unless ``fail_fast``. ``end_train`` returns its input, so ``trainer.end_train(trainer.train(specs))``
+    still run unless ``fail_fast``; ``draw_plots_later`` draws each run's record figures on a background thread
+    while the next task trains. ``end_train`` returns its input, so ``trainer.end_train(trainer.train(specs))``
     works for every trainer.
     """
 
@@ -40,9 +41,10 @@ class TrainerR:
         experiment_name: str,
         cache: FeatureCache | None = None,
         fail_fast: bool = False,
+        draw_plots_later: bool = False,
     ) -> None:
         self.manager, self.build, self.experiment_name = manager, build, experiment_name
-        self.cache, self.fail_fast = cache, fail_fast
+        self.cache, self.fail_fast, self.draw_plots_later = cache, fail_fast, draw_plots_later
 
     def train(self, specs: Sequence[TaskSpec]) -> list[TaskResult]:
         """Train every spec; raises the first error only when ``fail_fast``."""
@@ -54,7 +56,14 @@ class TrainerR:
 
     def _train_one(self, spec: TaskSpec) -> TaskResult:
         components = self.build(spec)
-        return task_train(spec, components, self.manager, experiment_name=self.experiment_name, cache=self.cache)
+        return task_train(
+            spec,
+            components,
+            self.manager,
+            experiment_name=self.experiment_name,
+            cache=self.cache,
+            draw_plots_later=self.draw_plots_later,
+        )
 
     def _each(self, items: Sequence[_Item], step: Callable[[_Item], TaskResult]) -> list[TaskResult]:
         """``step`` on every item in order; an exception becomes that item's error result (or propagates)."""

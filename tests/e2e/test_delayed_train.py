@@ -133,11 +133,11 @@ def test_feature_cache_tag_miss_then_hit(market: Path, manager: ExpManager, buil
     cache = FeatureCache(tmp_path / "cache")
     trainer = TrainerR(manager, build, experiment_name="cache", cache=cache, fail_fast=True)
     first = trainer.train([TaskSpec.from_mapping(_spec(market, seed=0))])[0]
-    files = sorted(p.name for p in cache.root.iterdir())
+    files = sorted(p.name for p in cache.root.glob("*.arrow"))
     assert manager.get_recorder(first.run_id).list_tags()["feature_cache"] == "miss"
 
     spec = TaskSpec.from_mapping(_spec(market, seed=1))
     second = task_train(spec, build(spec), manager, experiment_name="cache", cache=cache)
     assert manager.get_recorder(second.run_id).list_tags()["feature_cache"] == "hit"
-    assert sorted(p.name for p in cache.root.iterdir()) == files and len(files) == 3  # raw + infer + learn views
+    assert sorted(p.name for p in cache.root.glob("*.arrow")) == files and len(files) == 3  # raw + infer + learn views
     assert second.timings["data"] < first.timings["data"]

@@ -137,3 +137,20 @@ def test_a_store_that_cannot_open_fails_at_first_use(tmp_path: Path) -> None:
     blocked.write_text("")
     with pytest.raises(TrackingError, match="cannot create the folder"):
         ExpManager(f"sqlite:///{blocked / 'sub' / 'mlflow.db'}", background=True)  # at once, no MLflow needed
+
+
+def test_figures_drawn_later_land_in_the_run(market: Path, tmp_path: Path) -> None:
+    from app.evaluation.records import wait_for_plots
+
+    manager = ExpManager(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts")
+    spec = TaskSpec.from_mapping(_spec(market))
+    results = TrainerR(manager, build_components, experiment_name="later", draw_plots_later=True).train([spec])
+    assert results[0].error is None and "IC" in results[0].metrics
+    wait_for_plots()
+    recorder = manager.get_recorder(results[0].run_id)
+    names = {"sig_analysis/ic.parquet", "sig_analysis/ic_plot.png", "sig_analysis/quantile_plot.png"}
+    assert names <= set(recorder.list_artifacts("sig_analysis"))
+    assert "portfolio_analysis/excess_return_plot.png" in recorder.list_artifacts("portfolio_analysis")
+    png = recorder.load_object("sig_analysis/ic_plot.png")
+    assert isinstance(png, bytes) and png.startswith(b"\x89PNG")
+    assert recorder.status == "FINISHED"

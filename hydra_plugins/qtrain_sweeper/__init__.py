@@ -1,0 +1,1 @@
+"""``hydra/sweeper=qtrain``, the default sweeper of ``qtrain run -m``."""
