@@ -18,6 +18,9 @@ from app.dataset.views import ProcessedViews, ViewName
 from app.errors import ConfigError, EmptySegmentError, UnknownSegmentError
 
 ColSet = str | Sequence[str]
+# Window samplers of cached views, shared by the jobs of a process (a sweep builds each once; they are read-only).
+MAX_SAMPLERS = 8
+_SAMPLERS: dict[tuple[str, str, str, str, int], TSSampler] = {}
 DEFAULT_STEP_LEN = 30  # Qlib's TSDatasetH.DEFAULT_STEP_LEN
 
 
@@ -110,7 +113,16 @@ class Dataset:
             ConfigError: an unknown view, or ``step_len`` < 1.
         """
         seg = self.segment(segment)
-        return TSSampler(self.views.get(view), start=seg.start, end=seg.end, step_len=step_len)
+        if self.fingerprint is None:
+            return TSSampler(self.views.get(view), start=seg.start, end=seg.end, step_len=step_len)
+        key = (self.fingerprint, view, str(seg.start), str(seg.end), int(step_len))
+        sampler = _SAMPLERS.pop(key, None)
+        if sampler is None:
+            sampler = TSSampler(self.views.get(view), start=seg.start, end=seg.end, step_len=step_len)
+        _SAMPLERS[key] = sampler  # most recent last
+        while len(_SAMPLERS) > MAX_SAMPLERS:
+            _SAMPLERS.pop(next(iter(_SAMPLERS)))
+        return sampler
 
 
 class TSDataset(Dataset):

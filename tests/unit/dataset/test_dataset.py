@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -88,3 +90,19 @@ def test_ts_dataset_step_len(views: ProcessedViews) -> None:
     assert len(ds.prepare_ts("test", view="learn")) == 1
     with pytest.raises(ConfigError, match=r"step_len=0"):
         TSDataset(views, SEGMENTS, step_len=0)
+
+
+def test_window_samplers_of_cached_views_are_built_once_per_process(views: ProcessedViews, tmp_path: Path) -> None:
+    from app.dataset.cache import FeatureCache
+
+    cache = FeatureCache(tmp_path)
+    first = TSDataset(views, SEGMENTS, step_len=3, cache=cache, fingerprint="views-a")
+    second = TSDataset(views, SEGMENTS, step_len=3, cache=cache, fingerprint="views-a")  # the next job of a sweep
+    shared = first.prepare_ts("test")
+    assert second.prepare_ts("test") is shared
+    assert second.prepare_ts("test", step_len=2) is not shared
+    assert TSDataset(views, SEGMENTS, step_len=3, cache=cache, fingerprint="views-b").prepare_ts("test") is not shared
+    uncached = TSDataset(views, SEGMENTS, step_len=3)
+    assert uncached.prepare_ts("test") is not uncached.prepare_ts("test")
+    ids = np.arange(len(shared))
+    np.testing.assert_array_equal(uncached.prepare_ts("test").take(ids).x, shared.take(ids).x)
