@@ -4,13 +4,14 @@ pyqlib 0.9.7's TrainerR, side by side in one run.
 Usage: python benchmarks/sweep.py [--tasks 8] [--instruments 100] [--days 1500] [--skip-qlib] [--skip-celery]
 
 Every side trains the same tasks: the default `qtrain run` config (Qlib's LightGBM Alpha158 benchmark: DatasetH,
-LGBModel parameters, Signal/SigAna/PortAna records) with `num_threads=1` and seeds 0..N-1, on one sample market
+LGBModel parameters, Signal/SigAna/PortAna records) with seeds 0..N-1, on one sample market
 made in a temp dir. Each side starts with no features computed (Qlib's TrainerR computes them for every task;
 qtrain once per sweep) and a tracking store that exists; numba's kernels are compiled once before timing.
 
-* qtrain, one process: `qtrain run -m seed=0,...` (basic launcher), whole process.
-* qtrain on Celery: `hydra/launcher=celery` to one worker (`-c 1`), then to two, both warm (started and ready
-  before the clock starts; each sweep under its own experiment so nothing is deduplicated).
+* qtrain, one process: `qtrain run -m seed=0,...` (basic launcher), whole process; LightGBM on all cores (as
+  Qlib's benchmark config, `--threads N` to change), and so is Qlib's side.
+* qtrain on Celery: `hydra/launcher=celery` to one worker (`-c 1`, LightGBM on 1 thread), then to two, both
+  warm (started and ready before the clock starts; each sweep under its own experiment: nothing is deduplicated).
 * Qlib: `tests/qlib_ref/trainer_sweep.py` in the reference venv (`.qlib-venv`, built as tests/qlib_ref/README.md
   says): `TrainerR(experiment_name=...).train(tasks)`, whole process.
 
@@ -53,10 +54,12 @@ def environment(work: Path, market: Path) -> dict[str, str]:
     return env
 
 
-def qtrain_sweep(env: dict[str, str], work: Path, seeds: list[int], experiment: str, *extra: str) -> dict[str, Any]:
+def qtrain_sweep(
+    env: dict[str, str], work: Path, seeds: list[int], experiment: str, threads: int, *extra: str
+) -> dict[str, Any]:
     """Run one `qtrain run -m` sweep; returns wall seconds and the times its `[sweep k/N]` lines appeared."""
-    cmd = [str(BIN / "qtrain"), "run", "-m", f"seed={','.join(map(str, seeds))}", "model.num_threads=1",
-           f"experiment_name={experiment}", *extra]  # fmt: skip
+    cmd = [str(BIN / "qtrain"), "run", "-m", f"seed={','.join(map(str, seeds))}",
+           f"model.num_threads={threads or 'null'}", f"experiment_name={experiment}", *extra]  # fmt: skip
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=work, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     marks, lines = [], []
@@ -124,11 +127,11 @@ def per_job_overhead_local(sweep: dict[str, Any], rs: list[dict[str, Any]]) -> l
     return [marks[i + 1] - marks[i] - rs[i]["boost"] for i in range(len(rs))]
 
 
-def qlib_sweep(market: Path, seeds: list[int], work: Path) -> dict[str, Any]:
+def qlib_sweep(market: Path, seeds: list[int], work: Path, threads: int) -> dict[str, Any]:
     out = work / "qlib.json"
     started = time.perf_counter()
     cmd = [str(QLIB_PYTHON), str(ROOT / "tests" / "qlib_ref" / "trainer_sweep.py"), str(market), "synth", str(out),
-           "--seeds", *map(str, seeds), "--num-threads", "1"]  # fmt: skip
+           "--seeds", *map(str, seeds), "--num-threads", str(threads or os.cpu_count() or 1)]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=work)
     if done.returncode != 0:
         raise SystemExit(f"Qlib's TrainerR failed:\n{done.stderr[-4000:]}")
@@ -148,6 +151,7 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=1500)
     parser.add_argument("--skip-qlib", action="store_true")
     parser.add_argument("--skip-celery", action="store_true")
+    parser.add_argument("--threads", type=int, default=0, help="LightGBM threads, one process and Qlib (0: all)")
     args = parser.parse_args()
     seeds = list(range(args.tasks))
     with tempfile.TemporaryDirectory(prefix="qtrain-bench-sweep-") as tmp:
@@ -161,14 +165,16 @@ def main() -> None:
         subprocess.run([str(BIN / "qtrain"), "run", "record=[signal]"], cwd=work, env=warm, check=True,
                        capture_output=True)  # fmt: skip
         load = os.getloadavg()[0]
-        print(f"sweep of {len(seeds)} LightGBM Alpha158 tasks (seeds 0..{len(seeds) - 1}, num_threads=1) on "
+        print(f"sweep of {len(seeds)} LightGBM Alpha158 tasks (seeds 0..{len(seeds) - 1}) on "
               f"{args.instruments} x {args.days}; load {load:.2f} at the start")  # fmt: skip
 
-        local = qtrain_sweep(env, work, seeds, "bench_local")
+        local = qtrain_sweep(env, work, seeds, "bench_local", args.threads)
         local_runs = runs(env, "bench_local")
         overhead = per_job_overhead_local(local, local_runs)
         boost = sum(r["boost"] for r in local_runs)
-        print(f"qtrain, one process   : {local['wall']:6.1f} s  (boosting {boost:5.1f} s; per-job overhead median "
+        threads = f"{args.threads} thread(s)" if args.threads else "all cores"
+        print(f"qtrain, one process, LightGBM on {threads}: {local['wall']:6.1f} s\n"
+              f"  (boosting {boost:5.1f} s; per-job overhead median "
               f"{med(overhead[1:]):.2f} s after the first, first job {overhead[0]:.2f} s incl. start and features; "
               f"amortised {(local['wall'] - boost) / len(seeds):.2f} s)")  # fmt: skip
 
@@ -180,12 +186,13 @@ def main() -> None:
                     for i in range(count):
                         workers.start(f"bench{count}-{i}")
                     name = f"bench_celery{count}"
-                    sweep = qtrain_sweep(env, work, seeds, name, "hydra/launcher=celery")
+                    sweep = qtrain_sweep(env, work, seeds, name, 1, "hydra/launcher=celery")
                     walls[count] = sweep["wall"]
                     rs = runs(env, name)
                     task_over = [r["duration"] - r["boost"] for r in rs]
-                    print(f"qtrain, {count} worker{'s' if count > 1 else ' '}    : {sweep['wall']:6.1f} s  "
-                          f"(per-task overhead beyond boosting on a warm worker: median {med(task_over):.2f} s)")  # fmt: skip
+                    plural = "s" if count > 1 else ""
+                    print(f"qtrain, {count} worker{plural} (-c 1, LightGBM on 1 thread): {sweep['wall']:6.1f} s\n"
+                          f"  (per-task overhead beyond boosting on a warm worker: median {med(task_over):.2f} s)")  # fmt: skip
                     workers.stop()
             finally:
                 workers.stop()
@@ -194,8 +201,9 @@ def main() -> None:
         if not args.skip_qlib:
             if not QLIB_PYTHON.exists():
                 raise SystemExit(f"{QLIB_PYTHON} is missing; build it as tests/qlib_ref/README.md says")
-            ref = qlib_sweep(market, seeds, work)
-            print(f"Qlib 0.9.7 TrainerR   : {ref['wall']:6.1f} s  (qlib.init {ref['import_init_s']:.1f} s, "
+            ref = qlib_sweep(market, seeds, work, args.threads)
+            print(f"Qlib 0.9.7 TrainerR, LightGBM on {threads}: {ref['wall']:6.1f} s\n"
+                  f"  (qlib.init {ref['import_init_s']:.1f} s, "
                   f"{ref['train_s'] / len(seeds):.1f} s per task)")  # fmt: skip
             print(f"qtrain one process vs Qlib TrainerR: {ref['wall'] / local['wall']:.1f}x faster")
             if walls:

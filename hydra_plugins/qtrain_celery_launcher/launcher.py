@@ -75,17 +75,17 @@ class CeleryLauncher(Launcher):
         return returns
 
     def _trainers(self, experiments: set[str]) -> dict[str, Any]:
+        from app import wiring
         from app.broker import CeleryBroker
         from app.celery import app
         from app.config import build_components
         from app.settings import get_settings
         from app.taskpool import open_pool
-        from app.tracking.manager import ExpManager
         from app.workflow.trainer_rm import TrainerRM
 
         settings = get_settings()
         pool, broker = open_pool(settings.task_store), CeleryBroker(app)
-        manager = ExpManager(settings.tracking_uri, settings.artifact_root)
+        manager = wiring.tracking(settings, background=True)  # MLflow loads while the tasks are submitted
         pool_name = self.params.get("pool") or sorted(experiments)[0]
         return {
             name: TrainerRM(

@@ -8,8 +8,8 @@ No ``from __future__ import annotations`` here: Hydra imports plugin modules wit
 ``sys.modules`` first, and dataclasses then cannot resolve string annotations.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf
 from hydra.core.config_store import ConfigStore

@@ -97,6 +97,18 @@ def main(argv: list[str]) -> int:
             "kwargs": {"uri": mlruns.as_uri(), "default_exp_name": "qlib_ref"},
         },
     )
+    from qlib.workflow.recorder import MLflowRecorder
+
+    start_run = MLflowRecorder.start_run
+
+    def start_run_logging_synchronously(self: MLflowRecorder) -> object:
+        # Qlib logs metrics on a background thread (AsyncCaller); on MLflow's file store a record that reads the
+        # run meanwhile finds a half-written metric file ("Metric 'Rank IC' is malformed"), so log in line.
+        run = start_run(self)
+        self.async_log = None
+        return run
+
+    MLflowRecorder.start_run = start_run_logging_synchronously
     imported = time.perf_counter()
     recorders = TrainerR(experiment_name="sweep").train([task(args, s) for s in args.seeds])
     trained = time.perf_counter()
