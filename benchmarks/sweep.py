@@ -192,7 +192,7 @@ def main() -> None:
                     task_over = [r["duration"] - r["boost"] for r in rs]
                     plural = "s" if count > 1 else ""
                     print(f"qtrain, {count} worker{plural} (-c 1, LightGBM on 1 thread): {sweep['wall']:6.1f} s\n"
-                          f"  (per-task overhead beyond boosting on a warm worker: median {med(task_over):.2f} s)")  # fmt: skip
+                          f"  (per-task overhead beyond boosting: median {med(task_over):.2f} s)")  # fmt: skip
                     workers.stop()
             finally:
                 workers.stop()
