@@ -77,6 +77,14 @@ def _limit_threads(**_: Any) -> None:
         torch.set_num_threads(threads)
 
 
+@signals.worker_process_shutdown.connect  # type: ignore[untyped-decorator]
+def _finish_plots(**_: Any) -> None:
+    """A pool child's last runs keep their figures: wait for the drawing thread before the child exits."""
+    from app.evaluation.records import wait_for_plots
+
+    wait_for_plots()
+
+
 @signals.worker_ready.connect  # type: ignore[untyped-decorator]
 def _start_reconciler(**_: Any) -> None:
     """Every worker also reconciles the pools, so a detached sweep recovers from dead workers and lost messages

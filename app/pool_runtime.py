@@ -37,6 +37,7 @@ def pool_worker(hostname: str) -> PoolWorker:
         checkpoint_root=settings.checkpoint_dir,
         lease_s=settings.lease_s,
         redispatch=lambda task: send(pool, broker, task),
+        draw_plots_later=True,  # the next task trains while they are drawn; waited for when the child exits
     )
 
 

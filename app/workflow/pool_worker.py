@@ -52,6 +52,7 @@ class PoolWorker:
     checkpoint_root: Path | None = None
     lease_s: float = DEFAULT_LEASE_S
     redispatch: Callable[[TaskRecord], object] | None = None  # a message for a failed attempt's retry
+    draw_plots_later: bool = False  # figures drawn after the task's result is recorded (a warm worker)
 
     def run(self, pool_name: str, task_id: str | None = None, *, stage: Stage = "train") -> Outcome:
         """Claim ``task_id`` (or the pool's next task) and run it to an outcome recorded in the pool.
@@ -91,7 +92,7 @@ class PoolWorker:
             return Outcome("begun", task.id, "part_done", run_id)
         trained = task_train(
             spec, self._build(spec), self.manager, experiment_name=task.experiment, cache=self.cache,
-            on_run=lambda run_id: self.pool.set_run(task.id, token, run_id),
+            on_run=lambda run_id: self.pool.set_run(task.id, token, run_id), draw_plots_later=self.draw_plots_later,
         )  # fmt: skip
         return Outcome("trained", task.id, "done", trained.run_id, metrics=trained.metrics)
 
