@@ -199,8 +199,9 @@ def train_job(cfg: Any) -> bool:
     rolling, end = trainer_node.pop("rolling"), trainer_node.pop("end")
     experiment = str(cfg.experiment_name)
     make = instantiate(trainer_node)
-    # in this process, a job's figures are drawn while the next job trains (the process waits for them at exit)
-    pool_kwargs = _pool_kwargs(settings) if issubclass(make.func, TrainerRM) else {"draw_plots_later": True}
+    # in a sweep, a job's figures are drawn while the next job trains (the process waits for them at exit)
+    later = {"draw_plots_later": hydra_cfg.mode == RunMode.MULTIRUN}
+    pool_kwargs = _pool_kwargs(settings) if issubclass(make.func, TrainerRM) else later
     build = _builder(validated)
     trainer = make(manager, build, experiment_name=experiment, cache=wiring.feature_cache(settings), **pool_kwargs)
     specs = rolling_specs(cfg, rolling) if rolling else [spec]

@@ -30,7 +30,7 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 def test_console_script_and_layout() -> None:
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert meta["project"]["scripts"]["qtrain"] == "app.cli:main"
+    assert meta["project"]["scripts"]["qtrain"] == "app.cli:console"
     for name in ("app", "tasks", "conf", "tests", "docker", "benchmarks", "hydra_plugins", "Procfile", "README.md"):
         assert (ROOT / name).exists(), name
     # hydra_plugins must stay a namespace package, or it hides every other installed Hydra plugin
