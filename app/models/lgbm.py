@@ -355,6 +355,7 @@ class LightGBMModel:
     params: dict[str, object]
     _booster: lgb.Booster | None = field(init=False, repr=False, compare=False)
     _features: list[str] = field(init=False, repr=False, compare=False)
+    fit_timings: dict[str, float] = field(init=False, repr=False, compare=False)  # {"boost": s} of the last fit
 
     def __init__(
         self,
@@ -376,7 +377,7 @@ class LightGBMModel:
         if num_boost_round < 1:
             raise ConfigError(f"{name}: num_boost_round={num_boost_round} must be >= 1; fix model.num_boost_round.")
         check_common_values(name, seed, num_threads, early_stopping_rounds)
-        self._booster, self._features = None, []
+        self._booster, self._features, self.fit_timings = None, [], {}
 
     @property
     def queue(self) -> str:
@@ -421,8 +422,7 @@ class LightGBMModel:
         )
         self._features = train.features
         log_curves(recorder, curves)
-        if recorder is not None:
-            recorder.log_metrics({"time_boost_s": timings["boost"]})
+        self.fit_timings = timings
 
     def predict(self, dataset: Dataset, segment: str = "test") -> pd.Series:
         """Scores for ``segment`` (infer view), a Series named ``score`` indexed ``(datetime, instrument)``.

@@ -245,6 +245,9 @@ def _train_in_run(
     recorder.set_tags(**{CACHE_TAG: _cache_outcome(cache, lookups)})
     with _stage(recorder, timings, "fit"):
         model.fit(dataset, recorder)
+        parts = getattr(model, "fit_timings", None) or {}  # e.g. LightGBM's boosting alone: time_boost_s
+        if parts:
+            recorder.log_metrics({f"time_{name}_s": seconds for name, seconds in parts.items()})
     metrics: dict[str, float] = {}
     # The model and every record's artifacts go up in one upload as the block ends (also when it raises).
     with _stage(recorder, timings, "records"), recorder.deferred_artifacts():
