@@ -26,9 +26,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from sweep import qlib_sweep  # benchmarks/ is on sys.path when this script runs
+
 BIN = Path(sys.executable).parent
-QLIB_PYTHON = ROOT / ".qlib-venv" / "bin" / "python"
 
 
 def qtrain_run(work: Path, market: Path) -> dict[str, Any]:
@@ -67,21 +67,6 @@ def _data_stage_start(log: str) -> float:
     raise SystemExit("no 'stage <data>' line in the qtrain run output")
 
 
-def qlib_run(market: Path, work: Path) -> dict[str, Any]:
-    out = work / "qlib.json"
-    started = time.perf_counter()
-    cmd = [str(QLIB_PYTHON), str(ROOT / "tests" / "qlib_ref" / "trainer_sweep.py"), str(market), "synth", str(out),
-           "--seeds", "0", "--num-threads", str(os.cpu_count() or 1)]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=work)
-    if done.returncode != 0:
-        raise SystemExit(f"Qlib's TrainerR failed:\n{done.stderr[-4000:]}")
-    import json
-
-    result: dict[str, Any] = json.loads(out.read_text())
-    result["wall"] = time.perf_counter() - started
-    return result
-
-
 def line(name: str, runs: list[dict[str, Any]]) -> str:
     def med(key: str) -> float:
         return statistics.median(float(r[key]) for r in runs)
@@ -112,7 +97,7 @@ def main() -> None:
         qtrain_run(Path(tmp) / "warmup", market)  # numba kernels into their on-disk cache, if not already there
         cold = [qtrain_run(Path(tmp) / f"cold{i}", market) for i in range(args.repeat)]
         warm = [qtrain_run(Path(tmp) / "cold0", market) for _ in range(args.repeat)]
-        ref = None if args.skip_qlib else qlib_run(market, Path(tmp))
+        ref = None if args.skip_qlib else qlib_sweep(market, [0], Path(tmp), threads=0)
     print(f"default `qtrain run` (lgbm, alpha158, signal/sig_ana/port_ana) on {args.instruments} x {args.days}:")
     print(line("cold", cold))
     print(line("warm", warm))

@@ -103,7 +103,11 @@ def test_the_broker_losing_its_queue_mid_sweep_is_recovered(cluster_factory: Mak
     cluster = cluster_factory(11)
     cluster.start_worker("w1")
     proc = cluster.qtrain(*sweep_args(seeds=(0, 1, 2, 3)))
-    wait_for(lambda: cluster.pool.stats("qtrain")["running"] == 1, 120, "the first task to start", client=proc)
+    def first_running_all_submitted() -> bool:
+        stats = cluster.pool.stats("qtrain")
+        return stats["running"] == 1 and sum(stats.values()) == 4
+
+    wait_for(first_running_all_submitted, 120, "the first task to start with all four submitted", client=proc)
     assert cluster.redis().llen("cpu") >= 1  # the other tasks' messages wait in Redis ...
     cluster.redis().flushdb()  # ... and are lost
     code, out, err = finish(proc, timeout=400)

@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -77,26 +76,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--benchmark", default="SH000300")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    import logging
-
-    import qlib
+    from _common import init_qlib
     from qlib.model.trainer import TrainerR
 
-    mlruns = Path(tempfile.mkdtemp(prefix="qlib_ref_sweep_"))
-    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-    qlib.init(
-        provider_uri=str(Path(args.data_dir).resolve()),
-        region="cn",
-        expression_cache=None,
-        dataset_cache=None,
-        kernels=int(os.environ.get("QLIB_REF_KERNELS", "1")),
-        logging_level=getattr(logging, os.environ.get("QLIB_REF_LOG", "WARNING").upper()),
-        exp_manager={
-            "class": "MLflowExpManager",
-            "module_path": "qlib.workflow.expm",
-            "kwargs": {"uri": mlruns.as_uri(), "default_exp_name": "qlib_ref"},
-        },
-    )
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # TrainerR records runs in MLflow's file store
+    init_qlib(args.data_dir)
     from qlib.workflow.recorder import MLflowRecorder
 
     start_run = MLflowRecorder.start_run
