@@ -103,6 +103,7 @@ def test_the_broker_losing_its_queue_mid_sweep_is_recovered(cluster_factory: Mak
     cluster = cluster_factory(11)
     cluster.start_worker("w1")
     proc = cluster.qtrain(*sweep_args(seeds=(0, 1, 2, 3)))
+
     def first_running_all_submitted() -> bool:
         stats = cluster.pool.stats("qtrain")
         return stats["running"] == 1 and sum(stats.values()) == 4
