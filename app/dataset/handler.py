@@ -63,8 +63,10 @@ class DataHandler:
             "fit": [str(self.fit_start_time), str(self.fit_end_time)],
         }
 
-    def raw(self, store: QlibStore, cache: FeatureCache | None = None) -> pd.DataFrame:
-        """The raw features and labels (computed, or loaded from ``cache``)."""
+    def raw(
+        self, store: QlibStore, cache: FeatureCache | None = None, *, key: dict[str, object] | None = None
+    ) -> pd.DataFrame:
+        """The raw features and labels (computed, or loaded from ``cache``; ``key``: :meth:`raw_key`, if known)."""
 
         def build() -> pd.DataFrame:
             from app.features.frame import build_feature_frame  # numba kernels: loaded when features are built
@@ -73,25 +75,30 @@ class DataHandler:
 
         if cache is None:
             return build()
-        frame, hit = cache.get_or_build(self.raw_key(store), build)
+        frame, hit = cache.get_or_build(key or self.raw_key(store), build)
         log.info("raw features %s (%d rows)", "loaded from cache" if hit else "computed and cached", len(frame))
         return frame
 
-    def views(self, store: QlibStore, cache: FeatureCache | None = None) -> ProcessedViews:
-        """Raw, infer and learn views; with a cache, each processed view is cached too."""
+    def views(
+        self, store: QlibStore, cache: FeatureCache | None = None, *, key: dict[str, object] | None = None
+    ) -> ProcessedViews:
+        """Raw, infer and learn views; with a cache, each processed view is cached too (``key``: :meth:`views_key`,
+        if known: it fingerprints the store, which reads the calendar and instrument files)."""
         if cache is None:
             return self._process(self.raw(store))
-        key = self.views_key(store)
+        key = key or self.views_key(store)
+        raw_key = key["raw"]
+        assert isinstance(raw_key, dict)
         built: list[ProcessedViews] = []
 
         def build(view: str) -> pd.DataFrame:
             if not built:
-                built.append(self._process(self.raw(store, cache)))
+                built.append(self._process(self.raw(store, cache, key=raw_key)))
             return built[0].get(view)
 
         infer, _ = cache.get_or_build({**key, "view": "infer"}, lambda: build("infer"))
         learn, _ = cache.get_or_build({**key, "view": "learn"}, lambda: build("learn"))
-        raw = built[0].raw if built else self.raw(store, cache)
+        raw = built[0].raw if built else self.raw(store, cache, key=raw_key)
         return ProcessedViews(
             raw=raw,
             infer=infer,
@@ -163,8 +170,9 @@ class DatasetSpec:
         Raises:
             ConfigError, DataError: bad segments, an unknown market, dates outside the store's calendar, ...
         """
-        views = self.handler.views(store, cache)
-        fingerprint = key_digest(self.handler.views_key(store)) if cache is not None else None
+        key = self.handler.views_key(store) if cache is not None else None
+        views = self.handler.views(store, cache, key=key)
+        fingerprint = key_digest(key) if key is not None else None
         if self.step_len is None:
             return Dataset(views, self.segments, cache=cache, fingerprint=fingerprint)
         return TSDataset(views, self.segments, step_len=self.step_len, cache=cache, fingerprint=fingerprint)
