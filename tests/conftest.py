@@ -25,10 +25,21 @@ QLIB_VENV = ROOT / ".qlib-venv"
 REF_DIR = ROOT / "tests" / "qlib_ref"
 
 
+def _pins(*names: str) -> dict[str, str]:
+    lines = (REF_DIR / "requirements.txt").read_text().splitlines()
+    pins = dict(line.split("==", 1) for line in lines if "==" in line and not line.startswith("#"))
+    return {name: pins[name] for name in names}
+
+
 def _qlib_works(python: Path) -> bool:
+    """Qlib imports and the venv holds the pinned pandas/numpy/lightgbm (a stale venv is rebuilt)."""
     if not python.exists():
         return False
-    probe = subprocess.run([python, "-c", "import qlib, pandas, lightgbm"], capture_output=True)
+    check = "; ".join(
+        f"assert importlib.metadata.version({name!r}) == {version!r}"
+        for name, version in _pins("pyqlib", "pandas", "numpy", "lightgbm").items()
+    )
+    probe = subprocess.run([python, "-c", f"import importlib.metadata, qlib, pandas, lightgbm; {check}"], capture_output=True)
     return probe.returncode == 0
 
 

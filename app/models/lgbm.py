@@ -141,7 +141,9 @@ def booster_params(
     """The parameters handed to ``lightgbm.train``: seeded, deterministic and quiet unless ``params`` says otherwise.
 
     ``force_col_wise`` pins the histogram layout, which LightGBM otherwise picks by timing both (a run-to-run
-    difference that ``deterministic`` alone does not remove).
+    difference that ``deterministic`` alone does not remove). Only ``seed`` is set, as Qlib's configs set it:
+    LightGBM derives ``bagging_seed``, ``feature_fraction_seed`` and ``data_random_seed`` from it, and pinning
+    any of them to ``seed`` as well gives a different model than Qlib's.
     """
     aliases = lightgbm_aliases()
     given = {aliases[k] for k in params}
@@ -149,9 +151,6 @@ def booster_params(
         "objective": objective,
         "verbosity": -1,
         "seed": seed,
-        "bagging_seed": seed,
-        "feature_fraction_seed": seed,
-        "data_random_seed": seed,
         "deterministic": True,
         "force_col_wise": "force_row_wise" not in given,
     }
