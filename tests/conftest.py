@@ -32,14 +32,16 @@ def _pins(*names: str) -> dict[str, str]:
 
 
 def _qlib_works(python: Path) -> bool:
-    """Qlib imports and the venv holds the pinned pandas/numpy/lightgbm (a stale venv is rebuilt)."""
+    """Qlib imports and the venv holds the pinned pandas/numpy/lightgbm/torch (a stale venv is rebuilt)."""
     if not python.exists():
         return False
-    check = "; ".join(
-        f"assert importlib.metadata.version({name!r}) == {version!r}"
-        for name, version in _pins("pyqlib", "pandas", "numpy", "lightgbm").items()
+    check = "; ".join(  # a local version label (torch's "+cpu") is not part of the pin
+        f"assert importlib.metadata.version({name!r}).split('+')[0] == {version!r}"
+        for name, version in _pins("pyqlib", "pandas", "numpy", "lightgbm", "torch").items()
     )
-    probe = subprocess.run([python, "-c", f"import importlib.metadata, qlib, pandas, lightgbm; {check}"], capture_output=True)
+    probe = subprocess.run(
+        [python, "-c", f"import importlib.metadata, qlib, pandas, lightgbm, torch; {check}"], capture_output=True
+    )
     return probe.returncode == 0
 
 
