@@ -38,6 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from app.run import run
 
         return run(argv[1:])
+    if argv[:1] == ["qlib"]:
+        from app.qlib_yaml import main as qlib_main
+
+        return qlib_main(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -67,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "run", help="train one task (Hydra overrides, e.g. model=double_ensemble seed=3; -m for sweeps)", add_help=False
     )
+    commands.add_parser("qlib", help="print (--run: run) a Qlib workflow YAML as qtrain run overrides", add_help=False)
     end = commands.add_parser("end", help="fit runs prepared by `qtrain run trainer=delayed trainer.end=false`")
     end.add_argument("run_ids", nargs="+", metavar="RUN_ID", help="SCHEDULED (or FAILED, to retry) runs")
     end.set_defaults(func=_end)
