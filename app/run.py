@@ -19,10 +19,14 @@ from app.settings import get_settings
 
 EXIT_CONFIG = 2
 EXIT_TASK_FAILED = 1
+JOB_NAME = "run"  # what hydra.main names the job of this module (hydra.job.name)
 
 # Each job's overrides -> its spec and components as validation built them, so the job (when Hydra runs it in
 # this process) does not resolve, check and build them a second time. Taken once.
 _VALIDATED: dict[tuple[str, ...], tuple[Any, Any]] = {}
+# Each sweep job's full override list (Hydra's own overrides, then the job's) -> the config validation composed,
+# which is what a launcher would compose again (``job_config``). Taken once.
+_COMPOSED: dict[tuple[str, ...], Any] = {}
 
 
 def run(argv: Sequence[str]) -> int:
@@ -75,20 +79,25 @@ def validate_jobs(overrides: Sequence[str], *, multirun: bool, config_name: str 
 
     from app.config import build_components, prepare_config, task_spec_from_config
 
-    jobs = expand_sweep(overrides, multirun=multirun)
+    hydra_overrides, jobs = expand_sweep(overrides, multirun=multirun)
     settings = get_settings()
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+    _VALIDATED.clear()
+    _COMPOSED.clear()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3", job_name=JOB_NAME):
         for i, job_overrides in enumerate(jobs):
             where = f"job {i} ({' '.join(job_overrides) or 'defaults'}): " if len(jobs) > 1 else ""
+            composing = [*hydra_overrides, *job_overrides]  # the order Hydra's launchers compose a job in
             try:
                 try:
-                    cfg = compose(config_name, overrides=job_overrides, return_hydra_config=True)
+                    cfg = compose(config_name, overrides=composing, return_hydra_config=True)
                 except (HydraException, OmegaConfBaseException) as exc:
                     raise ConfigError(compose_error_message(exc)) from None
                 prepare_config(cfg, cfg.hydra.runtime.choices.get("data"), settings)
                 spec = task_spec_from_config(cfg)
                 trainer = check_trainer(cfg)
                 _VALIDATED[tuple(job_overrides)] = (spec, build_components(spec))
+                if multirun:
+                    _COMPOSED[tuple(composing)] = cfg
                 if trainer["rolling"]:
                     rolling_windows(cfg, trainer["rolling"])
             except QtrainError as exc:
@@ -98,8 +107,30 @@ def validate_jobs(overrides: Sequence[str], *, multirun: bool, config_name: str 
     return jobs
 
 
-def expand_sweep(overrides: Sequence[str], *, multirun: bool) -> list[list[str]]:
-    """The jobs Hydra's basic sweeper will launch (cartesian product of ``a=1,2`` sweeps); one job without -m.
+def job_config(loader: Any, master: Any, overrides: Sequence[str]) -> Any:
+    """One sweep job's config, as Hydra's launchers compose it (``loader.load_sweep_config``).
+
+    Validation composed every job of the command line already, with the same call and overrides; that config
+    is served (once) instead of composing the job a second time (~0.4 s a job).
+    """
+    from omegaconf import OmegaConf
+
+    cfg = _COMPOSED.pop((*master.hydra.overrides.hydra, *overrides), None)
+    if cfg is None or cfg.hydra.job.name != master.hydra.job.name:
+        return loader.load_sweep_config(master, list(overrides))
+    OmegaConf.copy_cache(from_config=master, to_config=cfg)  # as load_sweep_config: the master's ${now:} values
+    return cfg
+
+
+def validated_spec(overrides: Sequence[str]) -> Any:
+    """The task spec validation built for the job with these task overrides (once); None if there is none."""
+    entry = _VALIDATED.pop(tuple(overrides), None)
+    return entry[0] if entry else None
+
+
+def expand_sweep(overrides: Sequence[str], *, multirun: bool) -> tuple[list[str], list[list[str]]]:
+    """Hydra's own overrides (``hydra/...``, ``hydra.x=``) and the jobs Hydra's basic sweeper will launch (the
+    cartesian product of ``a=1,2`` sweeps; one job without -m), each as its task overrides.
 
     With another sweeper (``hydra/sweeper=optuna``) or non-enumerable sweeps (``interval(...)``) only the
     non-sweep overrides are checked (the sweeper picks the values later).
@@ -119,13 +150,16 @@ def expand_sweep(overrides: Sequence[str], *, multirun: bool) -> list[list[str]]
     if sweeps and not multirun:
         raise ConfigError(f"{sweeps[0].input_line} is a sweep; add -m to run one job per value (qtrain run -m ...)")
     custom_sweeper = any(o.key_or_group == "hydra/sweeper" and o.value() not in ("basic", "qtrain") for o in parsed)
+    own = [str(o.input_line) for o in parsed if o.is_hydra_override()]
+    task = [o for o in parsed if not o.is_hydra_override()]
+    fixed = [[str(o.input_line) for o in task if not o.is_sweep_override()]]
     if not sweeps or custom_sweeper:
-        return [[str(o.input_line) for o in parsed if not o.is_sweep_override()]]
+        return own, fixed
     try:
-        batches = BasicSweeper.split_arguments(parsed, None)
+        batches = BasicSweeper.split_arguments(task, None)
     except HydraException:
-        return [[str(o.input_line) for o in parsed if not o.is_sweep_override()]]
-    return [list(job) for job in batches[0]]
+        return own, fixed
+    return own, [list(job) for job in batches[0]]
 
 
 def compose_error_message(exc: BaseException) -> str:

@@ -96,7 +96,7 @@ class BinnedCache:
     def _key(self, name: str, rows: object, data: LearnData | None, params: Mapping[str, object]) -> dict[str, object]:
         from importlib.metadata import version
 
-        shape = list(data.x.shape) if data is not None else None
+        shape = list(data.shape) if data is not None else None
         return {
             "kind": "lightgbm-binned",
             "lightgbm": version("lightgbm"),

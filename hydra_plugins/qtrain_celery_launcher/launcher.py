@@ -34,6 +34,7 @@ class CeleryLauncher(Launcher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from app.config import prepare_config, task_spec_from_config
+        from app.run import job_config, validated_spec
         from app.settings import get_settings
         from app.sweep import job_outcome, write_outcome
 
@@ -45,7 +46,7 @@ class CeleryLauncher(Launcher):
         for offset, overrides in enumerate(job_overrides):
             idx = initial_job_idx + offset
             log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
-            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            cfg = job_config(self.hydra_context.config_loader, self.config, overrides)
             with open_dict(cfg):
                 cfg.hydra.job.id = f"{cfg.hydra.job.name}_{idx}"
                 cfg.hydra.job.num = idx
@@ -54,7 +55,7 @@ class CeleryLauncher(Launcher):
             with read_write(cfg.hydra.runtime), open_dict(cfg.hydra.runtime):
                 cfg.hydra.runtime.output_dir = str(output_dir.resolve())
             prepare_config(cfg, cfg.hydra.runtime.choices.get("data"), settings)
-            jobs.append((list(overrides), cfg, task_spec_from_config(cfg), output_dir))
+            jobs.append((list(overrides), cfg, validated_spec(overrides) or task_spec_from_config(cfg), output_dir))
         trainers = self._trainers({str(cfg.experiment_name) for _, cfg, _, _ in jobs})
         tasks = [trainers[str(cfg.experiment_name)].submit([spec])[0] for _, cfg, spec, _ in jobs]
         any_trainer = next(iter(trainers.values()))

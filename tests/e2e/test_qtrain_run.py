@@ -195,3 +195,37 @@ def test_valid_jobs_are_listed_in_sweep_order(market: Path) -> None:
         ["seed=0", "model.max_depth=3"], ["seed=0", "model.max_depth=4"],
         ["seed=1", "model.max_depth=3"], ["seed=1", "model.max_depth=4"],
     ]  # fmt: skip
+
+
+def test_sweep_jobs_are_served_the_config_hydras_launcher_would_compose(market: Path) -> None:
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from app.config import conf_dir, prepare_config
+    from app.run import _COMPOSED, JOB_NAME, job_config
+    from app.settings import get_settings
+
+    command = [*_base(market), *QUICK_LGBM, "seed=0,1", "model.max_depth=3,4", "hydra.job.chdir=False"]
+    jobs = validate_jobs(command, multirun=True)
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3", job_name=JOB_NAME):
+        hydra = GlobalHydra.instance().hydra
+        assert hydra is not None
+        master = hydra.compose_config("config", command, run_mode=RunMode.MULTIRUN)  # as `hydra.main -m` does
+        assert list(master.hydra.overrides.hydra) == ["hydra.job.chdir=False"]
+        for job in jobs:
+            expected = hydra.config_loader.load_sweep_config(master, list(job))
+            prepare_config(expected, expected.hydra.runtime.choices.get("data"), get_settings())  # as the job does
+            key = (*master.hydra.overrides.hydra, *job)
+            assert key in _COMPOSED
+            served = job_config(hydra.config_loader, master, job)
+            assert key not in _COMPOSED  # served from validation, not composed again
+            assert OmegaConf.to_container(served, resolve=False) == OmegaConf.to_container(expected, resolve=False)
+    assert not _COMPOSED  # each served once
+    # a job validation did not compose (e.g. chosen later by a sweeper) is composed by Hydra
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3", job_name=JOB_NAME):
+        hydra = GlobalHydra.instance().hydra
+        assert hydra is not None
+        master = hydra.compose_config("config", command, run_mode=RunMode.MULTIRUN)
+        assert job_config(hydra.config_loader, master, jobs[0]).seed == 0
