@@ -424,7 +424,11 @@ PROCESSORS: Mapping[str, tuple[str, frozenset[str], bool]] = {
 }
 
 _ALPHA158_LEARN = [{"class": "DropnaLabel"}, {"class": "CSZScoreNorm", "kwargs": {"fields_group": "label"}}]
-_ALPHA360_INFER = [{"class": "ProcessInf", "kwargs": {}}, {"class": "ZScoreNorm", "kwargs": {}}, {"class": "Fillna"}]
+_ALPHA360_INFER = [
+    {"class": "ProcessInf", "kwargs": {}},
+    {"class": "ZScoreNorm", "kwargs": {}},
+    {"class": "Fillna", "kwargs": {}},
+]
 
 
 def _processors(at: _At) -> list[dict[str, Any]]:
