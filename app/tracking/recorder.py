@@ -2,7 +2,9 @@
 
 Every logging call reaches MLflow synchronously and raises :class:`TrackingError` when MLflow refuses it
 (Qlib's asynchronous logger swallows such errors). Params, tags and metrics go through one
-``log_batch`` per call (chunked at MLflow's per-batch limits); objects are stored in open formats
+``log_batch`` per call (chunked at MLflow's per-batch limits), or, inside :meth:`Recorder.batched`, through as
+few ``log_batch`` calls as the whole block needs, as it ends (each call is a database transaction, ~30 ms on
+SQLite); objects are stored in open formats
 (:mod:`app.tracking.artifacts`), never pickled. Inside :meth:`Recorder.deferred_artifacts` artifacts are
 written to one local staging folder laid out like the run's artifact tree and uploaded in one call at the end.
 """
@@ -18,7 +20,7 @@ import time
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,7 +39,7 @@ from app.tracking.values import (
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
-    from mlflow.entities import Run
+    from mlflow.entities import Metric, Param, Run, RunTag
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,7 @@ class Recorder:
         self._run_id = run_id
         self._source_dir = source_dir
         self._staging: Path | None = None  # the deferred_artifacts folder while one is open
+        self._batch: _Batch | None = None  # what a batched() block logged, until it ends
         self._artifact_uri: str | None = None  # fixed for the life of a run, so read once
 
     @classmethod
@@ -208,6 +211,9 @@ class Recorder:
 
         flat = flatten_params({**(params or {}), **kwargs})
         items = [Param(k, v) for k, v in flat.items()]
+        if self._batch is not None:
+            self._batch.params += items
+            return
         for start in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
             chunk = items[start : start + MAX_PARAMS_TAGS_PER_BATCH]
             hint = PARAMS_ARE_WRITE_ONCE if start == 0 else ""
@@ -235,6 +241,9 @@ class Recorder:
         step_value = 0 if step is None else int(step)
         timestamp = int(time.time() * 1000)
         items = [Metric(k, v, timestamp, step_value) for k, v in clean.values.items()]
+        if self._batch is not None:
+            self._batch.metrics += items
+            return
         for start in range(0, len(items), MAX_METRICS_PER_BATCH):
             chunk = items[start : start + MAX_METRICS_PER_BATCH]
             with mlflow_errors(f"logging {len(chunk)} metrics at step {step_value} to run {self.id}"):
@@ -257,6 +266,9 @@ class Recorder:
         for step in range(steps):
             clean = clean_metrics({k: v[step] for k, v in series.items() if step < len(v)})
             items += [Metric(k, value, timestamp, step) for k, value in clean.values.items()]
+        if self._batch is not None:
+            self._batch.metrics += items
+            return
         for start in range(0, len(items), MAX_METRICS_PER_BATCH):
             chunk = items[start : start + MAX_METRICS_PER_BATCH]
             with mlflow_errors(f"logging {len(chunk)} curve points to run {self.id}"):
@@ -271,9 +283,38 @@ class Recorder:
         from mlflow.entities import RunTag
 
         items = [RunTag(k, v) for k, v in tag_values(tags).items()]
+        if self._batch is not None:
+            self._batch.tags |= {tag.key: tag for tag in items}
+            return
         for start in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
             with mlflow_errors(f"setting tags on run {self.id}"):
                 self._client.log_batch(self.id, tags=items[start : start + MAX_PARAMS_TAGS_PER_BATCH])
+
+    @contextmanager
+    def batched(self) -> Iterator[None]:
+        """Params, metrics and tags logged inside the block reach MLflow together as it ends (also when it
+        raises), in as few ``log_batch`` calls as MLflow's limits allow; later tag values win. Nested blocks
+        join the outer one. Errors MLflow raises for them (e.g. a changed param) surface as the block ends.
+
+        Raises:
+            TrackingError: MLflow refused a batch (when the block itself raised, that error is logged and the
+                block's own exception goes on).
+        """
+        if self._batch is not None:
+            yield
+            return
+        self._batch = batch = _Batch()
+        try:
+            yield
+        except BaseException:
+            self._batch = None
+            try:
+                batch.send(self)
+            except TrackingError as exc:
+                log.warning("run %s: what the failed block logged was refused too: %s", self.id, exc)
+            raise
+        self._batch = None
+        batch.send(self)
 
     def list_metrics(self) -> dict[str, float]:
         """Latest value of every metric (the value at the largest step)."""
@@ -497,3 +538,24 @@ def _copy_into(source: Path, target: Path) -> Path:
     else:
         shutil.copyfile(source, target)
     return target
+
+
+@dataclass
+class _Batch:
+    """What a :meth:`Recorder.batched` block logged."""
+
+    params: list[Param] = field(default_factory=list)
+    metrics: list[Metric] = field(default_factory=list)
+    tags: dict[str, RunTag] = field(default_factory=dict)
+
+    def send(self, recorder: Recorder) -> None:
+        """``log_batch`` calls of at most MLflow's limits (params and tags 100 each, 1000 entries in all)."""
+        params, metrics, tags = list(self.params), list(self.metrics), list(self.tags.values())
+        while params or metrics or tags:
+            p, params = params[:MAX_PARAMS_TAGS_PER_BATCH], params[MAX_PARAMS_TAGS_PER_BATCH:]
+            t, tags = tags[:MAX_PARAMS_TAGS_PER_BATCH], tags[MAX_PARAMS_TAGS_PER_BATCH:]
+            room = MAX_METRICS_PER_BATCH - len(p) - len(t)
+            m, metrics = metrics[:room], metrics[room:]
+            what = f"logging {len(p)} params, {len(m)} metrics and {len(t)} tags to run {recorder.id}"
+            with mlflow_errors(what, PARAMS_ARE_WRITE_ONCE if p else ""):
+                recorder._client.log_batch(recorder.id, metrics=m, params=p, tags=t)

@@ -119,6 +119,7 @@ class LazyRun:
     """
 
     HELD = frozenset({"set_tags", "log_metrics", "log_series"})
+    BATCHED = "batched"  # a block while the store opens: its calls are held, then logged in one batch
 
     def __init__(self, open_run: Callable[[], Recorder], *, ready: Callable[[], bool]) -> None:
         self._open_run, self._ready = open_run, ready
@@ -129,13 +130,16 @@ class LazyRun:
         """The run, created now if it does not exist yet (waiting for the store), with the held calls logged."""
         if self._recorder is None:
             self._recorder = self._open_run()
-            for name, args, kwargs in self._held:
-                getattr(self._recorder, name)(*args, **kwargs)
+            with self._recorder.batched():
+                for name, args, kwargs in self._held:
+                    getattr(self._recorder, name)(*args, **kwargs)
             self._held.clear()
         return self._recorder
 
     def __getattr__(self, name: str) -> object:
-        if self._recorder is None and name in self.HELD and not self._ready():
+        if self._recorder is None and name in (*self.HELD, self.BATCHED) and not self._ready():
+            if name == self.BATCHED:
+                return contextlib.nullcontext
             return lambda *args, **kwargs: self._held.append((name, args, kwargs))
         return getattr(self.open(), name)
 
@@ -196,9 +200,10 @@ def end_task_train(
 
 
 def _log_task(recorder: Recorder, spec: TaskSpec) -> None:
-    recorder.log_params(spec.flat_params())
-    recorder.save_objects(spec=spec.body)
-    recorder.set_tags(**{STAGE_TAG: "begun"})
+    with recorder.batched():
+        recorder.log_params(spec.flat_params())
+        recorder.save_objects(spec=spec.body)
+        recorder.set_tags(**{STAGE_TAG: "begun"})
 
 
 def _stored_spec(recorder: Recorder, status: str) -> TaskSpec:
@@ -238,37 +243,41 @@ def _train_in_run(
     """Everything after the logging: dataset, fit, model artifact, records, tags, per-stage timings."""
     model = components.model
     timings: dict[str, float] = {}
-    recorder.set_tags(model=model.registry_name, queue=model.queue)
     lookups = (cache.hits, cache.misses) if cache is not None else (0, 0)
-    with _stage(recorder, timings, "data"):
-        dataset = components.dataset.build(components.store, cache)
-    recorder.set_tags(**{CACHE_TAG: _cache_outcome(cache, lookups)})
-    with _stage(recorder, timings, "fit"):
+    # What each stage logs reaches MLflow in one log_batch as the stage ends (every call is a transaction).
+    with recorder.batched():
+        recorder.set_tags(model=model.registry_name, queue=model.queue)
+        with _stage(recorder, timings, "data"):
+            dataset = components.dataset.build(components.store, cache)
+        recorder.set_tags(**{CACHE_TAG: _cache_outcome(cache, lookups)})
+    with _stage(recorder, timings, "fit") as extra:  # not batched: a torch model's epochs show as they end
         model.fit(dataset, recorder)
         parts = getattr(model, "fit_timings", None) or {}  # e.g. LightGBM's boosting alone: time_boost_s
-        if parts:
-            recorder.log_metrics({f"time_{name}_s": seconds for name, seconds in parts.items()})
+        extra.update({f"time_{name}_s": seconds for name, seconds in parts.items()})
     metrics: dict[str, float] = {}
     # The model and every record's artifacts go up in one upload as the block ends (also when it raises).
-    with _stage(recorder, timings, "records"), recorder.deferred_artifacts():
-        with tempfile.TemporaryDirectory(prefix="qtrain-model-") as tmp:
-            model.save(Path(tmp) / "model")
-            recorder.save_objects(model=Path(tmp) / "model")
-        ctx = RecordContext(model, dataset, components.store, recorder, plots)
-        for record in components.records:
-            log.info("record <%s>", record.name)
-            metrics |= record.generate(ctx)
-    recorder.set_tags(**{STAGE_TAG: "done"})
+    with recorder.batched():
+        with _stage(recorder, timings, "records"), recorder.deferred_artifacts():
+            with tempfile.TemporaryDirectory(prefix="qtrain-model-") as tmp:
+                model.save(Path(tmp) / "model")
+                recorder.save_objects(model=Path(tmp) / "model")
+            ctx = RecordContext(model, dataset, components.store, recorder, plots)
+            for record in components.records:
+                log.info("record <%s>", record.name)
+                metrics |= record.generate(ctx)
+        recorder.set_tags(**{STAGE_TAG: "done"})
     return TaskResult(recorder.id, metrics, timings=timings)
 
 
 @contextmanager
-def _stage(recorder: Recorder, timings: dict[str, float], name: str) -> Iterator[None]:
-    # Logged as soon as the stage ends, so a run that fails later still shows where its time went.
+def _stage(recorder: Recorder, timings: dict[str, float], name: str) -> Iterator[dict[str, float]]:
+    """Times the block; its seconds (``time_<name>_s``) and the metrics the block puts in the yielded dict are
+    logged as soon as it ends, so a run that fails later still shows where its time went."""
     started = time.perf_counter()
-    yield
+    extra: dict[str, float] = {}
+    yield extra
     timings[name] = time.perf_counter() - started
-    recorder.log_metrics({f"time_{name}_s": timings[name]})
+    recorder.log_metrics({f"time_{name}_s": timings[name], **extra})
     log.info("stage <%s> took %.2fs", name, timings[name])
 
 
