@@ -9,9 +9,9 @@ default seeds instead, which gives the same trees). Whether a key exists (``key=
 defaults differ is decided by composing qtrain's config with Hydra, so the tables below only say what means what.
 
 Anything qtrain does not implement (a class, a kwarg, or a value it cannot reproduce) is reported in one
-:class:`ConfigError` naming each setting's key path and line in the file; nothing is translated approximately.
-What Qlib does but no qtrain key can express (e.g. an unseeded torch model) becomes a ``#`` comment line of the
-printed command. The file is read as Qlib reads it: YAML 1.2 (``2e-4`` is a number, ``yes`` a string), anchors,
+:class:`ConfigError` naming each setting's key path and line in the file; nothing is dropped silently. What Qlib
+does that no qtrain key can express (e.g. an unseeded torch model) becomes a ``#`` comment line of the printed
+command. The file is read as Qlib reads it: YAML 1.2 (``2e-4`` is a number, ``yes`` a string), anchors,
 aliases and ``<<:`` merge keys.
 """
 
@@ -242,7 +242,10 @@ def _date_or_none(value: Any) -> str | None:
 
 
 def _device(value: Any) -> str:
-    """Qlib's ``GPU``: an index (``cuda:N`` when CUDA is there, else the CPU; negative: CPU) or a device name."""
+    """Qlib's ``GPU``: an index (CUDA device N when there is one, else the CPU; negative: CPU) or a device name.
+
+    0 is qtrain's ``auto``; N > 0 is ``cuda:N``, which fails where that device is missing instead of using the CPU.
+    """
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise _Refuse(f"GPU={value!r} is neither a GPU index nor a device name")
     if isinstance(value, str):
@@ -293,7 +296,7 @@ _GRU_ARGS: dict[str, _Arg] = {
     "loss": _Arg(_only("mse")),
     "optimizer": _Arg(_to("model.optimizer", _optimizer), "adam"),
     "GPU": _Arg(_to("model.device", _device), 0),
-    "seed": _Arg(_to("seed")),
+    "seed": _Arg(lambda at: [] if at.value is None else [("seed", at.value)]),
 }
 
 MODELS: Mapping[str, _Class] = {
@@ -355,7 +358,7 @@ MODELS: Mapping[str, _Class] = {
             "optimizer": _Arg(_to("model.optimizer", _optimizer), "gd"),
             "loss": _Arg(_only("mse"), "mse"),
             "GPU": _Arg(_to("model.device", _device), 0),
-            "seed": _Arg(_to("seed")),
+            "seed": _GRU_ARGS["seed"],
             "weight_decay": _Arg(_to("model.weight_decay"), 0.0),
             "scheduler": _Arg(
                 lambda at: [("model.lr_patience", None)] if at.value is None else _only("default")(at), "default"
@@ -829,8 +832,8 @@ class _Translator:
             elif main in ("objective", "num_iterations", "early_stopping_round"):
                 self.problem(item, f"kwarg {name} is LightGBM's {main}, which qtrain sets from loss/epochs/rounds")
             elif main == "seed":
-                seed_given[0] = True
-                self.set([("seed", item.value)])
+                seed_given[0] = item.value is not None
+                self.set([("seed", item.value)] if seed_given[0] else [])
             elif main == "num_threads":
                 self.set([("model.num_threads", item.value)])
             else:
@@ -845,9 +848,9 @@ class _Translator:
                 free = {k: v for k, v in LIGHTGBM_DEFAULT_SEEDS.items() if k not in self.out.lightgbm_given}
                 self.set([(f"model.{k}", v) for k, v in free.items()], implied=True)
                 self.out.notes.append(
-                    f"{spec.name} passes LightGBM no seed: LightGBM's own default seeds are set instead "
-                    f"({', '.join(f'{k}={v}' for k, v in free.items())}; qtrain always passes seed, which they "
-                    "override)"
+                    f"{spec.name} passes LightGBM no seed and qtrain always passes one: LightGBM's defaults of the "
+                    f"seeds it derives from seed are set instead ({', '.join(f'{k}={v}' for k, v in free.items())}), "
+                    "which gives the trees of no seed"
                 )
             if spec.option == "double_ensemble" and "decay" not in kwargs.value:
                 self.out.notes.append("DEnsembleModel's default decay=None fails in Qlib; qtrain's decay=0.5 is kept")
@@ -945,10 +948,7 @@ class _Translator:
             return
         for name, value in REGION_EXCHANGE[region].items():
             if exchange.value.get(name) is None:  # absent or None: Qlib's Exchange takes the region's value
-                if name in exchange.value:
-                    self.out.explicit[f"{_BACKTEST}.{name}"] = value
-                else:
-                    self.set([(f"{_BACKTEST}.{name}", value)], implied=True)
+                self.set([(f"{_BACKTEST}.{name}", value)], implied=name not in exchange.value)
 
 
 # ------------------------------------------------------------------------------------------------ the result
@@ -1024,10 +1024,9 @@ def _overrides(collected: _Collected) -> list[str]:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
             base = compose("config", overrides=groups)
             explicit = dict(collected.explicit)
-            named = collected.segments
-            for name in base.data.segments if named is not None else ():
-                if named is not None and name not in named and f"data.segments.{name}" not in explicit:
-                    explicit[f"data.segments.{name}"] = ABSENT  # a dict override merges into the option's
+            unset = [s for s in base.data.segments if collected.segments is not None and s not in collected.segments]
+            for name in unset:  # a dict override merges into the option's segments
+                explicit.setdefault(f"data.segments.{name}", ABSENT)
             implied = {k: v for k, v in collected.implied.items() if k not in explicit}
             if collected.lightgbm:
                 for key in _lightgbm_conf_params(base.model, collected.lightgbm_given):
