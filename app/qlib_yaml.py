@@ -299,6 +299,27 @@ _GRU_ARGS: dict[str, _Arg] = {
     "seed": _Arg(lambda at: [] if at.value is None else [("seed", at.value)]),
 }
 
+
+def _net_kwargs(at: _At) -> Pairs:
+    """``pt_model_kwargs`` of Qlib's ``Net``: input_dim, layers, act (output_dim 1)."""
+    if not isinstance(at.value, Mapping):
+        raise _Refuse(f"expected a mapping of Net's kwargs, got {at.value!r}")
+    pairs: Pairs = [("model.hidden_sizes", [256])]  # Net's default layers
+    acts = {"LeakyReLU": "leaky_relu", "SiLU": "silu"}
+    for name, item in at.items():
+        if name == "input_dim":
+            pairs.append(("model.d_feat", item.value))
+        elif name == "layers":
+            pairs[0] = ("model.hidden_sizes", list(item.value))
+        elif name == "act" and item.value in acts:
+            pairs.append(("model.activation", acts[item.value]))
+        elif name == "output_dim" and item.value == 1:
+            continue
+        else:
+            raise _Refuse(f"Net kwarg {name}={item.value!r} is not implemented by qtrain", item)
+    return pairs
+
+
 MODELS: Mapping[str, _Class] = {
     "qlib.contrib.model.gbdt.LGBModel": _Class(
         "LGBModel",
@@ -364,7 +385,7 @@ MODELS: Mapping[str, _Class] = {
                 lambda at: [("model.lr_patience", None)] if at.value is None else _only("default")(at), "default"
             ),
             "pt_model_uri": _Arg(_only("qlib.contrib.model.pytorch_nn.Net")),
-            "pt_model_kwargs": _Arg(lambda at: _net_kwargs(at), {"input_dim": 360, "layers": [256]}),
+            "pt_model_kwargs": _Arg(_net_kwargs, {"input_dim": 360, "layers": [256]}),
             "max_steps": _Arg(_refused("qtrain's MLP trains in epochs; drop it and pass model.n_epochs=N")),
             "eval_steps": _Arg(_refused("qtrain's MLP validates once per epoch; drop it")),
             "early_stop_rounds": _Arg(
@@ -391,26 +412,6 @@ MODELS = {  # the names Qlib's packages re-export
     "qlib.contrib.model.GRU": MODELS["qlib.contrib.model.pytorch_gru.GRU"],
     "qlib.contrib.model.DNNModelPytorch": MODELS["qlib.contrib.model.pytorch_nn.DNNModelPytorch"],
 }
-
-
-def _net_kwargs(at: _At) -> Pairs:
-    """``pt_model_kwargs`` of Qlib's ``Net``: input_dim, layers, act (output_dim 1)."""
-    if not isinstance(at.value, Mapping):
-        raise _Refuse(f"expected a mapping of Net's kwargs, got {at.value!r}")
-    pairs: Pairs = [("model.hidden_sizes", [256])]  # Net's default layers
-    acts = {"LeakyReLU": "leaky_relu", "SiLU": "silu"}
-    for name, item in _At(at.value, at.path, at.line).items():
-        if name == "input_dim":
-            pairs.append(("model.d_feat", item.value))
-        elif name == "layers":
-            pairs[0] = ("model.hidden_sizes", list(item.value))
-        elif name == "act" and item.value in acts:
-            pairs.append(("model.activation", acts[item.value]))
-        elif name == "output_dim" and item.value == 1:
-            continue
-        else:
-            raise _Refuse(f"Net kwarg {name}={item.value!r} is not implemented by qtrain", item)
-    return pairs
 
 
 # processor class -> qtrain target, its kwargs (qtrain's defaults equal Qlib's), whether the handler's fit window
