@@ -9,6 +9,7 @@ sweep never half-runs. Then each Hydra job trains its spec with the configured t
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -79,7 +80,8 @@ def validate_jobs(overrides: Sequence[str], *, multirun: bool, config_name: str 
 
     from app.config import build_components, prepare_config, task_spec_from_config
 
-    hydra_overrides, jobs = expand_sweep(overrides, multirun=multirun)
+    own, jobs = expand_sweep(overrides, multirun=multirun)
+    hydra_overrides = [*own, f"hydra.mode={'MULTIRUN' if multirun else 'RUN'}"]  # as hydra.main appends it
     settings = get_settings()
     _VALIDATED.clear()
     _COMPOSED.clear()
@@ -117,6 +119,7 @@ def job_config(loader: Any, master: Any, overrides: Sequence[str]) -> Any:
 
     cfg = _COMPOSED.pop((*master.hydra.overrides.hydra, *overrides), None)
     if cfg is None or cfg.hydra.job.name != master.hydra.job.name:
+        logging.getLogger(__name__).info("composing the config of job %s (not validated before)", list(overrides))
         return loader.load_sweep_config(master, list(overrides))
     OmegaConf.copy_cache(from_config=master, to_config=cfg)  # as load_sweep_config: the master's ${now:} values
     return cfg

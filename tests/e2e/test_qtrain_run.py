@@ -79,6 +79,8 @@ def test_sweep_builds_features_once_and_prints_the_summary(tmp_path: Path, marke
     out = _qtrain(tmp_path, market, "run", "-m", SEGMENTS, *QUICK_LGBM, "seed=0,1,2,3")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "[sweep 4/4]" in out.stdout and "## sweep: 4 of 4 jobs finished" in out.stdout
+    assert "Launching 4 jobs locally" in out.stdout + out.stderr
+    assert "composing the config of job" not in out.stdout + out.stderr  # each job composed once, to validate it
     summary = out.stdout.split("mean ± std per configuration")[1]
     assert "(defaults)" in summary and "±" in summary and "|      4 |" in summary
     runs = _runs(tmp_path)
@@ -212,8 +214,9 @@ def test_sweep_jobs_are_served_the_config_hydras_launcher_would_compose(market: 
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3", job_name=JOB_NAME):
         hydra = GlobalHydra.instance().hydra
         assert hydra is not None
-        master = hydra.compose_config("config", command, run_mode=RunMode.MULTIRUN)  # as `hydra.main -m` does
-        assert list(master.hydra.overrides.hydra) == ["hydra.job.chdir=False"]
+        # the master config as `hydra.main` composes it for -m (it appends hydra.mode)
+        master = hydra.compose_config("config", [*command, "hydra.mode=MULTIRUN"], run_mode=RunMode.MULTIRUN)
+        assert list(master.hydra.overrides.hydra) == ["hydra.job.chdir=False", "hydra.mode=MULTIRUN"]
         for job in jobs:
             expected = hydra.config_loader.load_sweep_config(master, list(job))
             prepare_config(expected, expected.hydra.runtime.choices.get("data"), get_settings())  # as the job does
@@ -227,5 +230,5 @@ def test_sweep_jobs_are_served_the_config_hydras_launcher_would_compose(market: 
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3", job_name=JOB_NAME):
         hydra = GlobalHydra.instance().hydra
         assert hydra is not None
-        master = hydra.compose_config("config", command, run_mode=RunMode.MULTIRUN)
+        master = hydra.compose_config("config", [*command, "hydra.mode=MULTIRUN"], run_mode=RunMode.MULTIRUN)
         assert job_config(hydra.config_loader, master, jobs[0]).seed == 0
