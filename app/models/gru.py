@@ -13,6 +13,32 @@ early stopping on the validation loss, best weights restored.
 Defaults are Qlib's class defaults except ``batch_size`` (800, both benchmark configs; the class default
 is 2000). Benchmark GRU (Alpha158, 20 columns): ``time_series=true, d_feat=20, lr=2e-4, early_stop=10``
 with ``dataset.step_len=20``; benchmark Alpha360 GRU: ``time_series=false, d_feat=6`` and the defaults.
+
+Same seed, same model as Qlib. The network is built under ``torch.manual_seed(seed)`` in Qlib's module order,
+so the initial weights are Qlib's. ``batching="qlib"`` also replays Qlib's random streams: the time-series
+variant numbers its windows as Qlib's ``TSDataSampler`` does (instrument, then date) and draws its shuffles as
+``DataLoader(shuffle=True)`` does from torch's global RNG, including the draws of Qlib's per-epoch re-scoring
+and validation passes; the tabular variant shuffles with ``np.random.seed(seed)``'s stream and drops rows with
+a NaN label as Qlib's ``dropna()`` does; dropout draws from the same torch stream as Qlib's. On the CPU the
+trained weights are then Qlib's bit for bit (tests/differential/test_torch_vs_qlib.py). What still differs:
+
+* ``train.loss`` is the mean loss of the epoch's training batches; Qlib's logged train curve re-scores the
+  training data in eval mode after the epoch (the time-series variant on a fresh shuffle, without its last
+  short batch). Nothing is decided on it.
+* ``valid.loss`` pools the squared errors of the validation batches; Qlib averages the batch means (and the
+  time-series variant computes its loss in float64, through its float64 sample weights). Equal up to rounding
+  (~1e-8 relative) when every label is finite; with NaN labels (a learn view without ``DropnaLabel``) the two
+  weight the batches differently and early stopping may differ.
+* Predictions: with ``batching="qlib"`` the time-series variant also predicts in Qlib's batches (instrument,
+  then date; the result is indexed as always), because the CPU GRU kernels' last bits depend on which windows
+  share a batch (~1e-8 otherwise).
+* Defects not copied: with fewer samples than one batch Qlib trains on nothing (here: one short batch); with no
+  validation segment tabular Qlib ends on the untrained weights; rows with inf features are dropped here
+  (Qlib's ``dropna()`` keeps them). Qlib's DataLoader workers (``n_jobs``) only gather windows: no number
+  depends on them.
+
+With the default ``batching="seeded"`` each epoch's shuffle and dropout come from ``(seed, epoch)`` instead
+(resumable without RNG state, independent of the network's own draws); the initialisation is the same.
 """
 
 from __future__ import annotations
@@ -82,6 +108,7 @@ class GRUModel(TorchModel):
     weight_decay: float = 0.0
     clip_value: float | None = 3.0
     seed: int = 0
+    batching: Literal["seeded", "qlib"] = "seeded"
     device: str = "auto"
     amp: Literal["off", "bf16", "fp16"] = "off"
     num_workers: int = 0
@@ -96,6 +123,12 @@ class GRUModel(TorchModel):
             dropout=float(self.dropout),
             tabular=not self.time_series,
         )
+
+    def loop_batching(self) -> tuple[str, int | None]:
+        """``qlib``: Qlib's DataLoader stream (time series) or its ``np.random.shuffle`` stream (tabular)."""
+        if self.batching == "qlib":
+            return ("torch_loader" if self.time_series else "numpy_shuffle"), None
+        return super().loop_batching()
 
     def check_values(self) -> list[tuple[str, object, bool, str]]:
         """Ranges of the network's fields."""
@@ -126,12 +159,13 @@ class GRUModel(TorchModel):
 
     def training_data(self, dataset: Dataset) -> tuple[BatchSource, BatchSource | None, int]:
         """Windows (time series) or rows (tabular) of the learn view."""
+        qlib = self.batching == "qlib"
         if self.time_series:
-            return window_training_data(dataset)
-        return tabular_training_data(dataset, "GRUModel")
+            return window_training_data(dataset, qlib_order=qlib)
+        return tabular_training_data(dataset, "GRUModel", drop_nan_labels=qlib)
 
     def prediction_data(self, dataset: Dataset, segment: str) -> tuple[BatchSource, pd.MultiIndex, int]:
         """Windows or rows of ``segment`` in the infer view."""
         if self.time_series:
-            return window_prediction_data(dataset, segment)
+            return window_prediction_data(dataset, segment, qlib_order=self.batching == "qlib")
         return tabular_prediction_data(dataset, segment)

@@ -1,12 +1,19 @@
 """Batches for the torch training loop: sample sources (tabular rows, time-series windows) and the per-epoch
-batch plan, served on the CPU by plain slicing and on CUDA by a DataLoader (workers, pinned memory)."""
+batch plan, served on the CPU by plain slicing and on CUDA by a DataLoader (workers, pinned memory).
+
+Plans: :class:`BatchPlan` (qtrain's own: each epoch's shuffle seeded from ``(seed, epoch)``) and the three
+that replay Qlib's random streams from the same seed (``batching: qlib``): :class:`NumpyShufflePlan`
+(``pytorch_gru.py``), :class:`TorchLoaderPlan` (``pytorch_gru_ts.py``'s DataLoader) and
+:class:`NumpyDrawPlan` (``pytorch_nn.py``'s random steps).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
@@ -46,17 +53,26 @@ class ArraySource:
 
 
 class WindowSource:
-    """Time-series windows ``[n, step_len, features]`` of a :class:`TSSampler`, with its first label."""
+    """Time-series windows ``[n, step_len, features]`` of a :class:`TSSampler`, with its first label.
 
-    def __init__(self, sampler: TSSampler) -> None:
+    Samples are numbered as the sampler orders them, ``(datetime, instrument)``; with ``qlib_order`` as Qlib's
+    ``TSDataSampler`` does, ``(instrument, datetime)``, so that a shuffle of sample numbers (and the short last
+    batch that is dropped) picks the same windows as Qlib's.
+    """
+
+    def __init__(self, sampler: TSSampler, *, qlib_order: bool = False) -> None:
         self.sampler = sampler
+        self.order: np.ndarray | None = None
+        if qlib_order:
+            codes = pd.factorize(sampler.index.get_level_values("instrument"), sort=True)[0]
+            self.order = np.argsort(codes, kind="stable")  # within an instrument the dates stay ascending
 
     def __len__(self) -> int:
         return len(self.sampler)
 
     def take(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Windows and labels of samples ``ids``."""
-        batch = self.sampler.take(ids)
+        batch = self.sampler.take(ids if self.order is None else self.order[ids])
         y = batch.y[:, 0] if batch.y.shape[1] else np.full(len(ids), np.nan, dtype=np.float32)
         return batch.x, np.ascontiguousarray(y)
 
@@ -81,6 +97,130 @@ class BatchPlan:
         for i in range(0, self.stop, self.batch_size):
             yield order[i : i + self.batch_size]
 
+    def state(self) -> dict[str, Any] | None:
+        """What a checkpoint must keep to replay the next epochs (nothing: each epoch is seeded on its own)."""
+        return None
+
+    def restore(self, state: dict[str, Any] | None, epochs_done: int) -> None:
+        """Continue after ``epochs_done`` epochs from :meth:`state`'s record."""
+
+
+class _StreamPlan:
+    """A plan whose epochs are consecutive draws of one random stream (Qlib's); epoch ``e`` must follow
+    ``e - 1``. Iterating an epoch again gives the same batches."""
+
+    def __init__(self, n: int, batch_size: int) -> None:
+        self.n, self.batch_size, self.epoch = n, batch_size, 0
+        self._drawn = 0  # epochs drawn so far
+        self._last: list[np.ndarray] = []
+
+    def _draw(self) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return self._count()
+
+    def _count(self) -> int:
+        return self.n // self.batch_size if self.n >= self.batch_size else int(self.n > 0)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        if self.epoch == self._drawn:
+            self._last, self._drawn = self._draw(), self._drawn + 1
+        elif self.epoch != self._drawn - 1:
+            raise RuntimeError(f"{type(self).__name__}: epoch {self.epoch} requested after {self._drawn} drawn")
+        yield from self._last
+
+    def _batches(self, order: np.ndarray) -> list[np.ndarray]:
+        # Qlib drops the last short batch; with fewer samples than one batch it would train on nothing, here on
+        # all of them as one batch (as BatchPlan does).
+        stop = self.n - self.n % self.batch_size if self.n >= self.batch_size else self.n
+        return [order[i : i + self.batch_size] for i in range(0, stop, self.batch_size)]
+
+    def state(self) -> dict[str, Any] | None:
+        """The stream's state after the epochs drawn (JSON)."""
+        return {"drawn": self._drawn}
+
+    def restore(self, state: dict[str, Any] | None, epochs_done: int) -> None:
+        """Continue after ``epochs_done`` epochs from :meth:`state`'s record."""
+        self._drawn, self._last = epochs_done, []
+
+
+class _NumpyStreamPlan(_StreamPlan):
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        super().__init__(n, batch_size)
+        # np.random.seed(seed) + the np.random functions are this legacy generator's stream
+        self.rng = np.random.RandomState(seed)
+
+    def state(self) -> dict[str, Any] | None:
+        """The generator's state after the epochs drawn (JSON)."""
+        rng = self.rng.get_state(legacy=False)
+        rng["state"] = {"key": rng["state"]["key"].tolist(), "pos": int(rng["state"]["pos"])}
+        return {"drawn": self._drawn, "rng": rng}
+
+    def restore(self, state: dict[str, Any] | None, epochs_done: int) -> None:
+        """Continue after ``epochs_done`` epochs from :meth:`state`'s record."""
+        if state is None or int(state["drawn"]) != epochs_done:
+            raise ValueError(f"the checkpoint holds no {type(self).__name__} state after epoch {epochs_done}")
+        rng = dict(state["rng"])
+        rng["state"] = {"key": np.asarray(rng["state"]["key"], dtype=np.uint32), "pos": int(rng["state"]["pos"])}
+        self.rng.set_state(rng)
+        super().restore(state, epochs_done)
+
+
+class NumpyShufflePlan(_NumpyStreamPlan):
+    """Qlib's ``pytorch_gru.py``: ``np.random.seed(seed)``, then every epoch ``np.random.shuffle`` of all
+    sample numbers, cut into batches without the last short one."""
+
+    def _draw(self) -> list[np.ndarray]:
+        order = np.arange(self.n)
+        self.rng.shuffle(order)
+        return self._batches(order)
+
+
+class NumpyDrawPlan(_NumpyStreamPlan):
+    """Qlib's ``pytorch_nn.py``: ``np.random.seed(seed)``, then every training step a batch of
+    ``np.random.choice(n, batch_size)`` (with replacement); an epoch is ``steps`` such batches."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, steps: int) -> None:
+        super().__init__(n, batch_size, seed)
+        self.steps = steps
+
+    def _draw(self) -> list[np.ndarray]:
+        return [self.rng.choice(self.n, self.batch_size) for _ in range(self.steps)]
+
+    def _count(self) -> int:
+        return self.steps
+
+
+def _torch_draw() -> int:
+    return int(torch.empty((), dtype=torch.int64).random_().item())
+
+
+class TorchLoaderPlan(_StreamPlan):
+    """Qlib's ``pytorch_gru_ts.py``: ``DataLoader(shuffle=True, drop_last=True)`` on torch's global RNG.
+
+    Each epoch Qlib iterates the training loader twice (training, then re-scoring the training data) and the
+    validation loader once. Every loader iteration draws one int64 from the global RNG (the iterator's base
+    seed), and a shuffling one a second (the ``RandomSampler``'s seed, which seeds a private generator for the
+    ``randperm``). This plan makes the same draws in the same order: before epoch ``e > 0`` the ``burn`` draws of
+    epoch ``e - 1``'s re-scoring and validation (3 with a validation segment, else 2), then the two of the
+    epoch's training iteration. Between them the network's dropout draws from the same RNG, as in Qlib.
+    """
+
+    def __init__(self, n: int, batch_size: int, burn: int) -> None:
+        super().__init__(n, batch_size)
+        self.burn = burn
+
+    def _draw(self) -> list[np.ndarray]:
+        for _ in range(self.burn if self.epoch > 0 else 0):
+            _torch_draw()
+        _torch_draw()  # the iterator's base seed
+        gen = torch.Generator().manual_seed(_torch_draw())
+        return self._batches(torch.randperm(self.n, generator=gen).numpy())
+
+
+Plan = BatchPlan | NumpyShufflePlan | NumpyDrawPlan | TorchLoaderPlan
+
 
 class _SourceDataset(TorchDataset[tuple[torch.Tensor, torch.Tensor]]):
     """A map-style dataset whose keys are whole batches, so DataLoader workers gather batches in parallel."""
@@ -102,7 +242,7 @@ class Batches:
     """Tensors of a source, batch by batch: plain slicing on the CPU; on CUDA a DataLoader with
     ``num_workers`` workers and pinned memory, transferred without blocking."""
 
-    def __init__(self, source: BatchSource, plan: BatchPlan, device: torch.device, num_workers: int, seed: int) -> None:
+    def __init__(self, source: BatchSource, plan: Plan, device: torch.device, num_workers: int, seed: int) -> None:
         self.source, self.plan, self.device = source, plan, device
         self.loader: DataLoader[tuple[torch.Tensor, torch.Tensor]] | None = None
         if device.type == "cuda":

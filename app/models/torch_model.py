@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Self, cast
 
 import numpy as np
 import pandas as pd
+import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 WEIGHTS_FILE = "weights.safetensors"
 # Fields that may change between a checkpointed fit and its resumption.
 RUNTIME_FIELDS = frozenset({"n_epochs", "early_stop", "device", "num_workers", "checkpoint_dir"})
+# Fields that only matter with batching: qlib; left out of a seeded fit's fingerprint, which keeps checkpoints
+# written before they existed resumable.
+QLIB_BATCHING_FIELDS = frozenset({"batching", "eval_steps"})
 
 
 class TorchModel:
@@ -59,6 +63,7 @@ class TorchModel:
     weight_decay: float
     clip_value: float | None
     seed: int
+    batching: str
     device: str
     amp: str
     num_workers: int
@@ -87,6 +92,13 @@ class TorchModel:
     def plateau(self) -> Plateau | None:
         """The learning-rate schedule on the validation loss, if any."""
         return None
+
+    def loop_batching(self) -> tuple[str, int | None]:
+        """``(TrainSettings.batching, steps_per_epoch)`` for this model's ``batching``: ``seeded`` is qtrain's
+        own; a model that replays Qlib's stream for ``batching: qlib`` overrides this."""
+        if self.batching != "seeded":
+            raise ConfigError(f"{type(self).__name__}: batching={self.batching!r} is not supported; use seeded")
+        return "seeded", None
 
     def check_values(self) -> list[tuple[str, object, bool, str]]:
         """Model-specific ``(field, value, ok, rule)`` range checks."""
@@ -131,6 +143,7 @@ class TorchModel:
 
     def settings(self) -> TrainSettings:
         """The loop settings of this model."""
+        batching, steps_per_epoch = self.loop_batching()
         return TrainSettings(
             n_epochs=self.n_epochs,
             batch_size=self.batch_size,
@@ -146,6 +159,8 @@ class TorchModel:
             checkpoint_dir=self.checkpoint_dir,
             drop_last_valid=self.drop_last_valid,
             plateau=self.plateau(),
+            batching=batching,
+            steps_per_epoch=steps_per_epoch,
         )
 
     def fit(self, dataset: Dataset, recorder: CurveRecorder | None = None) -> None:
@@ -162,7 +177,9 @@ class TorchModel:
         self.check_features(n_features)
         with seeded(self.seed):
             net = self.build_net(n_features)
-        fingerprint = {k: v for k, v in self.params().items() if k not in RUNTIME_FIELDS}
+            after_init = torch.get_rng_state()  # where Qlib's training continues its stream (batching: qlib)
+        skip = RUNTIME_FIELDS | (QLIB_BATCHING_FIELDS if self.batching == "seeded" else frozenset())
+        fingerprint = {k: v for k, v in self.params().items() if k not in skip}
         fingerprint |= {"model": self.registry_name, "n_features": n_features}
         log.info(
             "%s: %d training / %s validation samples, %d features, device %s, amp %s",
@@ -170,7 +187,7 @@ class TorchModel:
             n_features, self.device, self.amp,
         )  # fmt: skip
         self.fit_report = train(net, train_source, valid_source, self.settings(), recorder=recorder,
-                                fingerprint=fingerprint)  # fmt: skip
+                                fingerprint=fingerprint, rng_state=after_init)  # fmt: skip
         self._net, self._n_features = net, n_features
 
     def predict(self, dataset: Dataset, segment: str = "test") -> pd.Series:
@@ -188,6 +205,9 @@ class TorchModel:
                 f"{n_features}; predict with the dataset configuration the model was trained with"
             )
         scores = predict_scores(net, source, batch_size=self.batch_size, amp=self.amp, num_workers=self.num_workers)
+        if isinstance(source, WindowSource) and source.order is not None:
+            served, scores = scores, np.empty_like(scores)
+            scores[source.order] = served  # the k-th score is the window of sample order[k]
         return pd.Series(scores, index=index, name="score")
 
     def save(self, directory: Path) -> None:
@@ -270,27 +290,35 @@ def window_data(dataset: Dataset, segment: str, view: ViewName) -> TSSampler:
     return dataset.prepare_ts(segment, view=view)
 
 
-def window_training_data(dataset: Dataset) -> tuple[BatchSource, BatchSource | None, int]:
-    """Time-series train/valid sources from the learn view."""
+def window_training_data(dataset: Dataset, *, qlib_order: bool = False) -> tuple[BatchSource, BatchSource | None, int]:
+    """Time-series train/valid sources from the learn view (samples numbered as Qlib's with ``qlib_order``)."""
     train_windows = window_data(dataset, "train", "learn")
     one_label(train_windows.label_names, "train")
-    valid = WindowSource(window_data(dataset, "valid", "learn")) if "valid" in dataset.segments else None
-    return WindowSource(train_windows), valid, len(train_windows.feature_names)
+    valid = None
+    if "valid" in dataset.segments:
+        valid = WindowSource(window_data(dataset, "valid", "learn"), qlib_order=qlib_order)
+    return WindowSource(train_windows, qlib_order=qlib_order), valid, len(train_windows.feature_names)
 
 
-def tabular_training_data(dataset: Dataset, model: str) -> tuple[BatchSource, BatchSource | None, int]:
+def tabular_training_data(
+    dataset: Dataset, model: str, *, drop_nan_labels: bool = False
+) -> tuple[BatchSource, BatchSource | None, int]:
     """Tabular train/valid sources from the learn view; rows with NaN/inf features are dropped (as Qlib's
-    ``dropna()`` in the tabular GRU and the ``DropnaProcessor`` of its MLP benchmark do).
+    ``dropna()`` in the tabular GRU and the ``DropnaProcessor`` of its MLP benchmark do), and with
+    ``drop_nan_labels`` rows with a NaN label too (the rest of that ``dropna()``; otherwise they are kept and
+    left out of the loss).
 
     Raises:
         UnknownSegmentError: the dataset has no ``train`` segment.
     """
-    train_source, n_features = _tabular_segment(dataset, "train", model)
-    valid = _tabular_segment(dataset, "valid", model)[0] if "valid" in dataset.segments else None
+    train_source, n_features = _tabular_segment(dataset, "train", model, drop_nan_labels)
+    valid = None
+    if "valid" in dataset.segments:
+        valid = _tabular_segment(dataset, "valid", model, drop_nan_labels)[0]
     return train_source, valid, n_features
 
 
-def _tabular_segment(dataset: Dataset, segment: str, model: str) -> tuple[ArraySource, int]:
+def _tabular_segment(dataset: Dataset, segment: str, model: str, drop_nan_labels: bool) -> tuple[ArraySource, int]:
     frame = dataset.prepare(segment, ["feature", "label"], view="learn")
     labels, features = cast(pd.DataFrame, frame["label"]), cast(pd.DataFrame, frame["feature"])
     one_label(list(labels.columns), segment)
@@ -302,6 +330,8 @@ def _tabular_segment(dataset: Dataset, segment: str, model: str) -> tuple[ArrayS
             "%s: dropping %d of %d segments.%s rows with NaN/inf features (a Fillna processor keeps them)",
             model, int((~keep).sum()), len(keep), segment,
         )  # fmt: skip
+    if drop_nan_labels:
+        keep &= ~np.isnan(y)
     return ArraySource(x[keep], y[keep]), features.shape[1]
 
 
@@ -313,7 +343,10 @@ def tabular_prediction_data(dataset: Dataset, segment: str) -> tuple[BatchSource
     return ArraySource(frame.to_numpy(dtype=np.float32)), index, frame.shape[1]
 
 
-def window_prediction_data(dataset: Dataset, segment: str) -> tuple[BatchSource, pd.MultiIndex, int]:
-    """Windows of ``segment`` from the infer view."""
+def window_prediction_data(
+    dataset: Dataset, segment: str, *, qlib_order: bool = False
+) -> tuple[BatchSource, pd.MultiIndex, int]:
+    """Windows of ``segment`` from the infer view; with ``qlib_order`` served in Qlib's sample order (so that
+    the batches hold the windows Qlib's do), the index staying in the sampler's order."""
     windows = window_data(dataset, segment, "infer")
-    return WindowSource(windows), windows.index, len(windows.feature_names)
+    return WindowSource(windows, qlib_order=qlib_order), windows.index, len(windows.feature_names)

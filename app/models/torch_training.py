@@ -9,10 +9,14 @@ crashing at the end; checkpoints are safetensors + JSON, never pickle. One diffe
 logged ``train.loss`` is the mean loss of the epoch's training batches (Qlib re-scores the whole training
 set in eval mode after each epoch, which costs another pass and changes nothing that is decided).
 
-Determinism: the caller's global RNG is never touched (:func:`seeded` forks it). Each epoch reseeds the
-forked RNG (dropout) and its own shuffle generator from ``(seed, epoch)``, so a fit resumed from a checkpoint
-replays exactly what the uninterrupted fit would have done (on the CPU; cuDNN kernels may not be bitwise
-deterministic).
+Determinism: the caller's global RNG is never touched (:func:`seeded` forks it). With ``batching="seeded"``
+(the default) each epoch reseeds the forked RNG (dropout) and its own shuffle generator from ``(seed, epoch)``,
+so a fit resumed from a checkpoint replays exactly what the uninterrupted fit would have done (on the CPU; cuDNN
+kernels may not be bitwise deterministic). The other batchings replay Qlib's own random streams from the same
+seed (``numpy_shuffle``: ``pytorch_gru.py``; ``torch_loader``: ``pytorch_gru_ts.py``; ``numpy_draw``:
+``pytorch_nn.py``; see :mod:`app.models.torch_data`): torch's RNG then runs on from the state the network was
+built in, as Qlib's does, and checkpoints store the RNG states so a resumed fit replays those streams too. On
+the CPU such a fit gives Qlib's trained weights bit for bit (tests/differential/test_torch_vs_qlib.py).
 """
 
 from __future__ import annotations
@@ -34,12 +38,24 @@ from torch import nn
 from app.errors import ConfigError
 from app.models import torch_checkpoint as ckpt
 from app.models.base import CurveRecorder
-from app.models.torch_data import DROPOUT_STREAM, Batches, BatchPlan, BatchSource, epoch_seed
+from app.models.torch_data import (
+    DROPOUT_STREAM,
+    Batches,
+    BatchPlan,
+    BatchSource,
+    NumpyDrawPlan,
+    NumpyShufflePlan,
+    Plan,
+    TorchLoaderPlan,
+    epoch_seed,
+)
 from app.progress import ProgressBar
 
 log = logging.getLogger(__name__)
 
 AMP_DTYPES: dict[str, torch.dtype | None] = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# How training batches are drawn: qtrain's per-epoch seeded shuffle, or one of Qlib's streams (see torch_data).
+BATCHINGS = ("seeded", "numpy_shuffle", "torch_loader", "numpy_draw")
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -136,6 +152,8 @@ class TrainSettings:
     checkpoint_dir: str | None = None
     drop_last_valid: bool = False
     plateau: Plateau | None = None
+    batching: str = "seeded"
+    steps_per_epoch: int | None = None  # numpy_draw: training batches per epoch
 
 
 @dataclass(frozen=True)
@@ -231,9 +249,10 @@ def _resume(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau | None,
+    plan: Plan,
     device: torch.device,
-) -> tuple[ckpt.Progress, dict[str, torch.Tensor] | None, str | None]:
-    """Load a checkpoint's state into the training objects; ``(progress, best weights, best file)``."""
+) -> tuple[ckpt.Progress, dict[str, torch.Tensor] | None, str | None, dict[str, torch.Tensor]]:
+    """Load a checkpoint's state into the training objects; ``(progress, best weights, best file, RNG states)``."""
     progress, tensors, best_file = found
     stored = progress.fingerprint
     if stored != fingerprint:
@@ -248,8 +267,41 @@ def _resume(
     scaler.load_state_dict(progress.extra["scaler"])
     if scheduler is not None and progress.extra.get("scheduler"):
         scheduler.load_state_dict(progress.extra["scheduler"])
+    try:
+        plan.restore(progress.extra.get("plan"), progress.epochs_done)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"checkpoint_dir {directory}: {exc}; delete it to start over") from None
     best = load_file(str(directory / best_file), device=str(device)) if best_file else None
-    return progress, best, best_file
+    rng = {k: v for k, v in tensors.items() if k.startswith("rng.")}
+    return progress, best, best_file, rng
+
+
+def _train_plan(n: int, s: TrainSettings, has_valid: bool) -> Plan:
+    if s.batching == "seeded":
+        return BatchPlan(n, s.batch_size, shuffle=True, drop_last=True, seed=s.seed)
+    if s.batching == "numpy_shuffle":
+        return NumpyShufflePlan(n, s.batch_size, s.seed)
+    if s.batching == "torch_loader":
+        return TorchLoaderPlan(n, s.batch_size, burn=3 if has_valid else 2)
+    if s.batching == "numpy_draw":
+        if s.steps_per_epoch is None or s.steps_per_epoch < 1:
+            raise ConfigError(f"batching numpy_draw needs steps_per_epoch >= 1, not {s.steps_per_epoch!r}")
+        return NumpyDrawPlan(n, s.batch_size, s.seed, s.steps_per_epoch)
+    raise ConfigError(f"batching {s.batching!r} is not one of {', '.join(BATCHINGS)}")
+
+
+def _rng_tensors(device: torch.device) -> dict[str, torch.Tensor]:
+    """The global RNG states a Qlib stream continues from (the CPU's, and the training GPU's)."""
+    states = {"rng.cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["rng.cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def _set_rng(states: Mapping[str, torch.Tensor], device: torch.device) -> None:
+    torch.set_rng_state(states["rng.cpu"].cpu())
+    if device.type == "cuda" and "rng.cuda" in states:
+        torch.cuda.set_rng_state(states["rng.cuda"].cpu(), device)
 
 
 def train(
@@ -260,8 +312,13 @@ def train(
     *,
     recorder: CurveRecorder | None = None,
     fingerprint: Mapping[str, Any] | None = None,
+    rng_state: torch.Tensor | None = None,
 ) -> FitReport:
     """Train ``net`` in place; with a validation source, stop early and end on the best-validation weights.
+
+    ``settings.batching`` other than ``seeded`` replays one of Qlib's random streams: then torch's RNG is not
+    reseeded per epoch but runs on from ``rng_state`` (the CPU state after the network was built under
+    ``manual_seed(seed)``, as Qlib builds it; None: ``manual_seed(seed)``), and checkpoints keep the RNG states.
 
     With ``settings.checkpoint_dir``, an existing checkpoint there is resumed (a finished or early-stopped one
     just restores its best weights) and every epoch is checkpointed. ``fingerprint`` (the model's
@@ -287,6 +344,8 @@ def train(
         )
     sizes = {"train_samples": len(train_source), "valid_samples": None if valid_source is None else len(valid_source)}
     loop = {k: getattr(s, k) for k in ("batch_size", "lr", "weight_decay", "optimizer", "clip_value", "seed", "amp")}
+    if s.batching != "seeded":  # absent for seeded fits, as in checkpoints written before batchings existed
+        loop |= {"batching": s.batching, "steps_per_epoch": s.steps_per_epoch}
     loop["plateau"] = None if s.plateau is None else dataclasses.asdict(s.plateau)
     fp = ckpt.canonical({**(fingerprint or {}), **loop, **sizes})
     progress = ckpt.Progress(seed=s.seed, fingerprint=fp)
@@ -294,14 +353,18 @@ def train(
     best_file: str | None = None
     directory = Path(s.checkpoint_dir) if s.checkpoint_dir else None
     resumed_at = None
+    train_plan = _train_plan(len(train_source), s, valid_source is not None)
+    stream = s.batching != "seeded"
+    rng_states: dict[str, torch.Tensor] = {}
     if directory is not None and (found := ckpt.read_resume(directory)) is not None:
-        progress, best, best_file = _resume(found, fp, directory, net, optimizer, scaler, scheduler, device)
+        progress, best, best_file, rng_states = _resume(
+            found, fp, directory, net, optimizer, scaler, scheduler, train_plan, device
+        )
+        if stream and "rng.cpu" not in rng_states and not progress.stopped and progress.epochs_done < s.n_epochs:
+            raise ConfigError(f"checkpoint_dir {directory} holds no RNG state to continue {s.batching} batching")
         resumed_at = progress.epochs_done
         log.info("resuming from checkpoint %s at epoch %d", directory, progress.epochs_done)
-    train_batches = Batches(
-        train_source, BatchPlan(len(train_source), s.batch_size, shuffle=True, drop_last=True, seed=s.seed),
-        device, s.num_workers, s.seed,
-    )  # fmt: skip
+    train_batches = Batches(train_source, train_plan, device, s.num_workers, s.seed)
     valid_batches = None
     if valid_source is not None:
         plan = BatchPlan(len(valid_source), s.batch_size, shuffle=False, drop_last=s.drop_last_valid, seed=s.seed)
@@ -310,9 +373,14 @@ def train(
     valid_curve: list[float] = []
     bar = ProgressBar(s.n_epochs, type(net).__name__, unit="epochs", completed=progress.epochs_done)
     with seeded(s.seed), bar:
+        if stream and rng_states:
+            _set_rng(rng_states, device)
+        elif stream and rng_state is not None:
+            torch.set_rng_state(rng_state)
         while progress.epochs_done < s.n_epochs and not progress.stopped:
             epoch = progress.epochs_done
-            torch.manual_seed(epoch_seed(s.seed, epoch, DROPOUT_STREAM))
+            if not stream:
+                torch.manual_seed(epoch_seed(s.seed, epoch, DROPOUT_STREAM))
             train_loss = _train_epoch(net, train_batches.epoch(epoch), optimizer, scaler, s, device, amp)
             train_curve.append(train_loss)
             metrics = {"train.loss": train_loss}
@@ -346,7 +414,10 @@ def train(
                     "optimizer": opt_json,
                     "scaler": scaler.state_dict(),
                     "scheduler": None if scheduler is None else scheduler.state_dict(),
+                    "plan": train_plan.state(),
                 }
+                if stream:
+                    opt_tensors |= _rng_tensors(device)
                 ckpt.write_resume(directory, progress, net.state_dict(), opt_tensors, best_file)
     if progress.stopped:
         log.info("early stop after epoch %d: no improvement for %d epochs", progress.epochs_done - 1, s.early_stop)

@@ -14,6 +14,8 @@ from app.errors import ConfigError, NotFittedError
 from app.models.base import load_model
 from app.models.gru import GRUModel, GRUNet
 from app.models.torch_checkpoint import load_best_weights, load_last_weights
+from app.models.torch_data import WindowSource
+from app.models.torch_model import tabular_training_data
 from app.models.torch_training import seeded
 from tests.unit.models.market import RecordingCurves
 from tests.unit.models.torch_fixtures import (
@@ -170,7 +172,7 @@ def test_time_series_needs_step_len(data: SynthData) -> None:
     ("field", "value", "expected"),
     [("hidden_size", "big", "hidden_size='big' (str) is not int"), ("amp", "fp8", "amp='fp8'"),
      ("time_series", 1, "time_series=1 (int) is not bool"), ("dropout", 1.5, "dropout=1.5 must be in [0, 1)"),
-     ("early_stop", 0, "early_stop=0 must be >= 1")],
+     ("early_stop", 0, "early_stop=0 must be >= 1"), ("batching", "torch", "batching='torch'")],
 )  # fmt: skip
 def test_bad_hyperparameters(data: SynthData, field: str, value: object, expected: str) -> None:
     with pytest.raises(ConfigError, match=rf"GRUModel: {expected.replace('(', '[(]').replace(')', '[)]')}"):
@@ -197,3 +199,33 @@ def test_resume_from_checkpoint_equals_uninterrupted(
     pd.testing.assert_series_equal(resumed.predict(data.ts20), full.predict(data.ts20))
     with pytest.raises(ConfigError, match=r"another configuration \(hidden_size: 16 -> 8\)"):
         _ts(n_epochs=6, hidden_size=8, checkpoint_dir=ckpt).fit(data.ts20)
+
+
+def test_qlib_batching_numbers_windows_as_qlib(data: SynthData) -> None:
+    windows = data.ts20.prepare_ts("train", view="learn")
+    source = WindowSource(windows, qlib_order=True)
+    assert source.order is not None
+    qlib_index = windows.index[source.order]  # TSDataSampler's order: instrument, then date
+    assert qlib_index.swaplevel().is_monotonic_increasing and len(qlib_index) == len(windows)
+    x, y = source.take(np.array([0, 1, len(source) - 1]))
+    expected = windows.take(source.order[[0, 1, len(source) - 1]])
+    assert np.array_equal(x, expected.x, equal_nan=True) and np.array_equal(y, expected.y[:, 0], equal_nan=True)
+
+
+def test_qlib_batching_is_reproducible_and_not_the_seeded_stream(data: SynthData) -> None:
+    # (equality with Qlib itself: tests/differential/test_torch_vs_qlib.py)
+    a, b, c = (_ts(n_epochs=1, dropout=0.2, num_layers=2, batching=m) for m in ("qlib", "qlib", "seeded"))
+    for m in (a, b, c):
+        m.fit(data.ts20)
+    assert a.settings().batching == "torch_loader"
+    assert GRUModel(time_series=False, batching="qlib").settings().batching == "numpy_shuffle"
+    pd.testing.assert_series_equal(a.predict(data.ts20), b.predict(data.ts20))
+    assert not a.predict(data.ts20).equals(c.predict(data.ts20))
+
+
+def test_qlib_batching_drops_nan_label_rows_as_qlibs_dropna(data: SynthData) -> None:
+    ds = nan_valid_labels(data.tab360)
+    _, kept, _ = tabular_training_data(ds, "GRUModel")
+    _, dropped, _ = tabular_training_data(ds, "GRUModel", drop_nan_labels=True)
+    assert kept is not None and dropped is not None
+    assert len(kept) == len(ds.prepare("valid", "feature", view="learn")) > 0 and len(dropped) == 0

@@ -141,7 +141,8 @@ def test_d_feat_checked(data: SynthData) -> None:
 @pytest.mark.parametrize(
     ("field", "value", "expected"),
     [("hidden_sizes", "big", "hidden_sizes='big' [(]str[)] is not"), ("lr", "0.1", "lr='0.1' [(]str[)] is not float"),
-     ("hidden_sizes", (0,), r"hidden_sizes=\(0,\) must be sizes >= 1"), ("activation", "relu", "activation='relu'")],
+     ("hidden_sizes", (0,), r"hidden_sizes=\(0,\) must be sizes >= 1"), ("activation", "relu", "activation='relu'"),
+     ("eval_steps", 0, "eval_steps=0 must be >= 1"), ("batching", "qlib_nn", "batching='qlib_nn'")],
 )  # fmt: skip
 def test_bad_hyperparameters(data: SynthData, field: str, value: object, expected: str) -> None:
     with pytest.raises(ConfigError, match=f"MLPModel: {expected}"):
@@ -150,3 +151,13 @@ def test_bad_hyperparameters(data: SynthData, field: str, value: object, expecte
 
 def test_queue() -> None:
     assert _mlp(device="cpu").queue == "cpu" and _mlp(device="cuda:0").queue == "gpu"
+
+
+def test_qlib_batching_draws_eval_steps_batches_per_epoch(data: SynthData) -> None:
+    a, b = _mlp(n_epochs=2, batching="qlib", eval_steps=3), _mlp(n_epochs=2, batching="qlib", eval_steps=3)
+    a.fit(data.tab360)
+    b.fit(data.tab360)
+    pd.testing.assert_series_equal(a.predict(data.tab360), b.predict(data.tab360))
+    settings = a.settings()
+    assert (settings.batching, settings.steps_per_epoch) == ("numpy_draw", 3)
+    assert _mlp().settings().batching == "seeded"

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from app.errors import ConfigError
 from app.models.torch_checkpoint import load_best_weights, load_last_weights
-from app.models.torch_data import ArraySource, Batches, BatchPlan
+from app.models.torch_data import ArraySource, Batches, BatchPlan, NumpyDrawPlan, NumpyShufflePlan, TorchLoaderPlan
 from app.models.torch_training import (
     Plateau,
     TrainSettings,
@@ -235,3 +237,98 @@ def test_cuda_data_path_serves_the_same_batches_from_workers() -> None:
     first = [ids.copy() for ids in plan]
     plan.epoch = 1
     assert not all(np.array_equal(a, b) for a, b in zip(first, plan, strict=True))
+
+
+# -- Qlib's random streams (batching: qlib) -------------------------------------------------------------------
+@pytest.fixture
+def numpy_global_rng() -> Iterator[None]:
+    state = np.random.get_state()
+    yield
+    np.random.set_state(state)
+
+
+@pytest.mark.usefixtures("numpy_global_rng")
+def test_numpy_plans_replay_qlibs_global_numpy_calls() -> None:
+    np.random.seed(5)
+    expected = []
+    for _ in range(3):  # pytorch_gru.py's train_epoch
+        indices = np.arange(70)
+        np.random.shuffle(indices)
+        expected.append([indices[i : i + 16] for i in range(0, 64, 16)])
+    plan = NumpyShufflePlan(70, 16, seed=5)
+    for epoch, batches in enumerate(expected):
+        plan.epoch = epoch
+        assert len(plan) == 4
+        got = list(plan)
+        assert all(np.array_equal(a, b) for a, b in zip(got, batches, strict=True))
+        assert all(np.array_equal(a, b) for a, b in zip(plan, batches, strict=True))  # the same epoch again
+    np.random.seed(9)
+    steps = [np.random.choice(50, 8) for _ in range(6)]  # pytorch_nn.py's fit, one batch per step
+    draw = NumpyDrawPlan(50, 8, seed=9, steps=3)
+    for epoch in (0, 1):
+        draw.epoch = epoch
+        assert len(draw) == 3
+        assert all(np.array_equal(a, b) for a, b in zip(draw, steps[3 * epoch : 3 * epoch + 3], strict=True))
+    draw.epoch = 3
+    with pytest.raises(RuntimeError, match="epoch 3 requested after 2 drawn"):
+        list(draw)
+
+
+def test_torch_loader_plan_replays_qlibs_dataloaders() -> None:
+    # pytorch_gru_ts.py per epoch: train on the shuffled loader (dropout draws from the same RNG), re-score the
+    # shuffled loader, score the sequential validation loader.
+    samples = torch.arange(103)
+    train_loader: DataLoader[torch.Tensor] = DataLoader(samples, batch_size=16, shuffle=True, drop_last=True)  # type: ignore[arg-type]
+    valid_loader: DataLoader[torch.Tensor] = DataLoader(torch.arange(40), batch_size=16, drop_last=True)  # type: ignore[arg-type]
+    with seeded(11):
+        expected, dropout = [], []
+        for _ in range(3):
+            batches = []
+            for batch in train_loader:
+                batches.append(batch.numpy())
+                dropout.append(torch.rand(3))
+            expected.append(batches)
+            for _ in train_loader:
+                pass
+            for _ in valid_loader:
+                pass
+    plan = TorchLoaderPlan(103, 16, burn=3)
+    with seeded(11):
+        for epoch, batches in enumerate(expected):
+            plan.epoch = epoch
+            got = []
+            for ids in plan:
+                got.append(ids)
+                assert torch.equal(torch.rand(3), dropout[epoch * 6 + len(got) - 1])
+            assert len(got) == len(plan) == 6
+            assert all(np.array_equal(a, b) for a, b in zip(got, batches, strict=True))
+
+
+@pytest.mark.parametrize(("batching", "steps"), [("numpy_shuffle", None), ("torch_loader", None), ("numpy_draw", 5)])
+def test_qlib_streams_resume_equal_an_uninterrupted_fit(tmp_path: Path, batching: str, steps: int | None) -> None:
+    train_data, valid_data = _data(256, seed=0), _data(128, seed=1, scale=0.5)
+    kw: dict[str, object] = {"early_stop": 10, "batching": batching, "steps_per_epoch": steps}
+    numpy_before, torch_before = np.random.get_state(), torch.get_rng_state()
+    full = _net(dropout=0.2)
+    full_report = train(full, train_data, valid_data, _settings(n_epochs=6, **kw))
+    assert torch.equal(torch.get_rng_state(), torch_before)
+    assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), numpy_before, strict=True))
+    seeded_net = _net(dropout=0.2)
+    train(seeded_net, train_data, valid_data, _settings(n_epochs=6, early_stop=10))
+    assert not _same(full, seeded_net)
+
+    first = _net(dropout=0.2)
+    train(first, train_data, valid_data, _settings(n_epochs=3, checkpoint_dir=str(tmp_path), **kw))
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["extra"]["plan"]["drawn"] == 3
+    resumed = _net(dropout=0.2)
+    report = train(resumed, train_data, valid_data, _settings(n_epochs=6, checkpoint_dir=str(tmp_path), **kw))
+    assert report.resumed_at == 3 and report.valid_loss == full_report.valid_loss[3:]
+    assert _same(resumed, full)
+
+
+def test_numpy_draw_needs_steps_per_epoch() -> None:
+    with pytest.raises(ConfigError, match="batching numpy_draw needs steps_per_epoch >= 1, not None"):
+        train(_net(), _data(64, seed=0), None, _settings(batching="numpy_draw"))
+    with pytest.raises(ConfigError, match="batching 'qlib' is not one of seeded, numpy_shuffle"):
+        train(_net(), _data(64, seed=0), None, _settings(batching="qlib"))
