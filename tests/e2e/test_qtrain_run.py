@@ -232,3 +232,26 @@ def test_sweep_jobs_are_served_the_config_hydras_launcher_would_compose(market: 
         assert hydra is not None
         master = hydra.compose_config("config", [*command, "hydra.mode=MULTIRUN"], run_mode=RunMode.MULTIRUN)
         assert job_config(hydra.config_loader, master, jobs[0]).seed == 0
+
+
+def test_a_single_run_gets_the_config_hydras_run_would_compose(market: Path) -> None:
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from app.config import conf_dir, prepare_config
+    from app.run import _COMPOSED, JOB_NAME
+    from app.settings import get_settings
+
+    command = [*_base(market), *QUICK_LGBM, "seed=5", "hydra.job.chdir=False"]
+    validate_jobs(command, multirun=False)
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3", job_name=JOB_NAME):
+        hydra = GlobalHydra.instance().hydra
+        assert hydra is not None
+        # what `hydra.main` composes for a run (it appends hydra.mode=RUN), from the shell's overrides
+        expected = hydra.compose_config("config", [*command, "hydra.mode=RUN"], run_mode=RunMode.RUN)
+        prepare_config(expected, expected.hydra.runtime.choices.get("data"), get_settings())
+    own = ["hydra.job.chdir=False", "hydra.mode=RUN"]
+    served = _COMPOSED.pop((*own, *[o for o in command if not o.startswith("hydra.")]))
+    assert OmegaConf.to_container(served, resolve=False) == OmegaConf.to_container(expected, resolve=False)
