@@ -1,8 +1,10 @@
 """Qlib 0.9.7's data processors (``qlib/data/dataset/processor.py``) with the same maths.
 
 Every processor takes a frame indexed ``(datetime, instrument)`` with two-level columns ``(group, name)``
-and returns a new frame; the input is never modified. Arithmetic runs in float64 and the results are cast
-back to the columns' dtype (float32 for handler output), so values agree with Qlib's to float32 rounding.
+and returns a new frame; the input is never modified. Arithmetic runs in the columns' dtype where Qlib's does
+(float32 for handler output: the fitted statistics of ``ZScoreNorm``/``RobustZScoreNorm``, ``CSZScoreNorm`` and
+``ProcessInf`` are float32 as numpy's and pandas' are on float32 input), so those results are Qlib's bit for bit.
+``CSRankNorm`` ranks in float64 and casts back to the columns' dtype: Qlib leaves its columns float64.
 
 Learnable processors (:class:`ZScoreNorm`, :class:`RobustZScoreNorm`) keep statistics from ``fit(df)``,
 restricted to their own ``fit_start_time..fit_end_time`` when set; the others are stateless and their
@@ -88,7 +90,7 @@ class WindowedProcessor:
         return True
 
     def _fit_values(self, df: pd.DataFrame) -> np.ndarray:
-        """Record the columns and return their float64 values on the fit window's rows."""
+        """Record the columns and return their values (float32 for float32 columns) on the fit window's rows."""
         self._cols = group_columns(df, self.fields_group)
         dates = _dates(df)
         keep = np.ones(len(df), dtype=bool)
@@ -102,7 +104,7 @@ class WindowedProcessor:
                 f"{type(self).__name__}: the fit window {_fmt(self.fit_start_time)}..{_fmt(self.fit_end_time)} "
                 f"has no rows; the data runs {span}. Set fit_start_time/fit_end_time inside the data."
             )
-        return _values(df.loc[keep], self._cols)
+        return _values(df.loc[keep], self._cols, native=True)
 
     def _call_values(self, df: pd.DataFrame) -> tuple[pd.Index, np.ndarray]:
         if self._cols is None:
@@ -116,7 +118,7 @@ class WindowedProcessor:
                 f"{type(self).__name__}: columns seen by fit() are missing now: {_names(missing)}. "
                 "Fit and apply the processor on frames with the same columns."
             )
-        return self._cols, _values(df, self._cols)
+        return self._cols, _values(df, self._cols, native=True)
 
 
 @dataclass(kw_only=True, eq=False)
@@ -201,9 +203,11 @@ class CSZScoreNorm(StatelessProcessor):
         """Normalise each date's cross-section."""
         cols = group_columns(df, self.fields_group)
         if self.method == "zscore":
-            out = cs.per_date(_dates(df), _values(df, cols), cs.zscore)
+            out = cs.per_date(_dates(df), _values(df, cols, native=True), cs.zscore)
         else:
-            out = cs.per_date(_dates(df), _values(df, cols), lambda x: cs.robust_zscore(x, MAD_TO_STD, CLIP))
+            out = cs.per_date(
+                _dates(df), _values(df, cols, native=True), lambda x: cs.robust_zscore(x, MAD_TO_STD, CLIP)
+            )
         return _with_values(df, cols, out)
 
 
@@ -233,7 +237,7 @@ class ProcessInf(StatelessProcessor):
 
     def __call__(self, df: pd.DataFrame) -> pd.DataFrame:
         """Replace infinities."""
-        values = _values(df, df.columns)
+        values = _values(df, df.columns, native=True)
         if not np.isinf(values).any():
             return df.copy()
         return _with_values(df, df.columns, cs.per_date(_dates(df), values, cs.fill_inf_with_finite_mean))
@@ -350,12 +354,16 @@ def _dates(df: pd.DataFrame) -> pd.Index:
     return df.index.get_level_values("datetime")
 
 
-def _values(df: pd.DataFrame, cols: pd.Index) -> np.ndarray:
-    """float64 ``[rows, len(cols)]``; column-major like pandas' own blocks, so no transposing copy."""
+def _values(df: pd.DataFrame, cols: pd.Index, native: bool = False) -> np.ndarray:
+    """float64 ``[rows, len(cols)]``; column-major like pandas' own blocks, so no transposing copy.
+
+    ``native``: float32 when every column is float32 (for kernels that reproduce pandas' float32 arithmetic).
+    """
     sub = df if cols.equals(df.columns) else df.loc[:, df.columns.isin(cols)]
     if not sub.columns.equals(cols):  # same columns, another order than at fit time
         sub = sub[cols]
-    return np.asarray(sub.to_numpy()).astype(np.float64, order="K")
+    dtype = np.float32 if native and all(t == np.float32 for t in sub.dtypes) else np.float64
+    return np.asarray(sub.to_numpy()).astype(dtype, order="K")
 
 
 def _with_values(df: pd.DataFrame, cols: pd.Index, values: np.ndarray) -> pd.DataFrame:
