@@ -3,21 +3,31 @@
 Sub-model k trains on re-weighted samples (SR) and a selected feature subset (FS) decided after sub-model k-1:
 
 * **SR.** ``loss_values`` = squared error of the ensemble so far (``sub_weights``-weighted mean of the sub-models'
-  train predictions). ``loss_curve[i, t]`` = squared error on sample i after the first t+1 trees of the last
-  sub-model; each iteration's column is ranked across samples (pct), and ``l_start``/``l_end`` average those
-  ranks over the first/last 10 % of iterations (at least one). ``h = alpha1·rank_pct(-loss_values) +
+  train predictions, added sub-model by sub-model as pandas' row sum adds them). ``loss_curve[i, t]`` = squared
+  error on sample i after the first t+1 trees of the last sub-model; each iteration's column is ranked across
+  samples (pct), and ``l_start``/``l_end`` average those ranks over the first/last 10 % of iterations (at least
+  one). ``h = alpha1·rank_pct(-loss_values) +
   alpha2·rank_pct(l_end / l_start)`` is cut into ``bins_sr`` equal-width bins (``pd.cut``); a sample's weight
   is ``1 / (decay^k · mean(h in its bin) + 0.1)`` with k = the number of sub-models trained so far.
-* **FS.** For each feature, its train column is permuted (one permutation shared by every sub-model), the
-  ensemble re-predicts, and ``g = mean(d) / (std(d) + 1e-7)`` with ``d`` = loss after − loss before (std
+* **FS.** For each feature in the dataset's column order, its train column is permuted (one permutation shared
+  by every sub-model), the ensemble re-predicts as the *uniform* mean of its sub-models (Qlib's arithmetic:
+  each prediction divided by their count, then added; ``sub_weights`` are not used here, although
+  ``loss_values`` uses them), and ``g = mean(d) / (std(d) + 1e-7)`` with ``d`` = loss after − loss before (std
   ddof=0; NaN g → 0). ``g`` is cut into ``bins_fs`` equal-width bins; walking the non-empty bins from the
   highest g down, the i-th keeps ``ceil(sample_ratios[i] · size)`` of its features, drawn at random.
 
-Prediction is the ``sub_weights``-weighted mean of the sub-models, each on its own features. Differences from
-Qlib, on purpose: ``decay`` defaults to 0.5 (Qlib's None crashes); every draw comes from
-``numpy.random.default_rng(seed)`` (Qlib uses the global RNG); selected features keep the dataset's column
-order (Qlib's come out of a ``set``); FS's re-predicted ensemble uses ``sub_weights`` as ``loss_values`` does
-(Qlib averages it uniformly, which only differs when the weights differ); the ``valid`` segment is optional.
+Prediction is the ``sub_weights``-weighted mean of the sub-models, each on its own features.
+
+Random draws: Qlib draws FS's permutations and choices from NumPy's global RNG, which it never seeds. Here they
+come from ``numpy.random.RandomState(seed)`` (the legacy generator behind the global one) in Qlib's order: per
+FS step, one ``permutation`` of the rows per feature, then one ``choice(..., replace=False)`` per non-empty bin
+from the top. So a Qlib run whose global RNG was seeded with ``np.random.seed(seed)`` before ``fit`` picks the
+same features, and the sub-models are the same boosters.
+
+Differences from Qlib, on purpose: ``decay`` defaults to 0.5 (Qlib's None crashes); the draws are seeded (above);
+the features a sub-model trains on keep the dataset's column order, where Qlib's come out of a ``set`` of names
+(an order that changes with the interpreter's string hash seed, PYTHONHASHSEED, and with it LightGBM's column
+sampling, so Qlib's own DoubleEnsemble differs from one process to the next); the ``valid`` segment is optional.
 """
 
 from __future__ import annotations
@@ -117,14 +127,26 @@ def sample_weights(
     return np.asarray(1.0 / (decay_k * means.reindex(codes).to_numpy() + 0.1), dtype=np.float64)
 
 
+def ensemble_loss(y: np.ndarray, train_preds: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Squared error of the ``weights``-weighted mean of the columns of ``train_preds``.
+
+    The weighted predictions are added column after column, as Qlib's ``DataFrame.sum(axis=1)`` adds them
+    (numpy's row sum would pair them up from 8 sub-models on), and divided by ``np.sum(weights)``.
+    """
+    total = np.zeros(len(y))
+    for i, weight in enumerate(weights):
+        total = total + train_preds[:, i] * weight
+    loss: np.ndarray = (y - total / np.sum(weights)) ** 2
+    return loss
+
+
 def permutation_importance(
     boosters: Sequence[lgb.Booster],
     subsets: Sequence[np.ndarray],
     train_preds: np.ndarray,
-    weights: np.ndarray,
     train: LearnData,
     loss_values: np.ndarray,
-    rng: np.random.Generator,
+    rng: np.random.RandomState,
 ) -> np.ndarray:
     """FS's ``g`` per column of ``train.x`` (module docstring); draws one permutation per column from ``rng``.
 
@@ -132,28 +154,29 @@ def permutation_importance(
     reused when it never splits on the permuted column (its prediction cannot change then).
     """
     n, n_features = train.x.shape
+    count = len(boosters)
     sub_x = [np.ascontiguousarray(train.x[:, s]) for s in subsets]
     used = [booster.feature_importance("split") > 0 for booster in boosters]
     position = [{int(f): j for j, f in enumerate(s) if used[i][j]} for i, s in enumerate(subsets)]
     g = np.zeros(n_features)
     for f in range(n_features):
-        shuffled = train.x[rng.permutation(n), f]
+        shuffled = train.x[rng.permutation(n), f]  # the same draws as Qlib's permutation of the column's values
         total = np.zeros(n)
         for i, booster in enumerate(boosters):
             j = position[i].get(f)
             if j is None:
-                total += train_preds[:, i] * weights[i]
+                total += train_preds[:, i] / count
                 continue
             kept = sub_x[i][:, j].copy()
             sub_x[i][:, j] = shuffled
-            total += np.asarray(booster.predict(sub_x[i])) * weights[i]
+            total += np.asarray(booster.predict(sub_x[i])) / count
             sub_x[i][:, j] = kept
-        d = (train.y - total / weights.sum()) ** 2 - loss_values
-        g[f] = np.mean(d) / (np.std(d) + 1e-7)
+        d = pd.Series((train.y - total) ** 2 - loss_values)
+        g[f] = np.mean(d) / (np.std(d) + 1e-7)  # pandas' mean and std(ddof=0), which np.mean/np.std call on a Series
     return np.nan_to_num(g, nan=0.0)
 
 
-def pick_features(g: np.ndarray, *, bins: int, ratios: Sequence[float], rng: np.random.Generator) -> np.ndarray:
+def pick_features(g: np.ndarray, *, bins: int, ratios: Sequence[float], rng: np.random.RandomState) -> np.ndarray:
     """Sorted indices kept by FS: ``g`` cut into ``bins`` equal-width bins; the i-th non-empty bin from the top
     keeps ``ceil(ratios[i] · size)`` of its members, drawn from ``rng`` (Qlib counts only non-empty bins)."""
     codes = np.asarray(pd.cut(g, bins, labels=False))
@@ -292,7 +315,7 @@ class DoubleEnsembleModel:
         train = learn_data(dataset, "train", name)
         valid = learn_data(dataset, "valid", name) if "valid" in dataset.segments else None
         params = booster_params(self.loss, self.seed, self.num_threads, self.params)
-        rng = np.random.default_rng(self.seed)
+        rng = np.random.RandomState(self.seed)  # Qlib's draws come from the (legacy) global RNG; module docstring
         weights = np.asarray(self.sub_weights)
         n, n_features = train.x.shape
         sample_weight = np.ones(n)
@@ -324,8 +347,7 @@ class DoubleEnsembleModel:
                     break
                 bar.update(note=f"preparing sub-model {k + 2}")
                 preds[:, k] = np.asarray(booster.predict(sub_train.x))
-                used = weights[: k + 1]
-                loss_values = (train.y - (preds[:, : k + 1] * used).sum(axis=1) / used.sum()) ** 2
+                loss_values = ensemble_loss(train.y, preds[:, : k + 1], weights[: k + 1])
                 if self.enable_sr:
                     l_start, l_end = loss_curve_ends(booster, sub_train.x, train.y)
                     sample_weight = sample_weights(
@@ -338,7 +360,7 @@ class DoubleEnsembleModel:
                         decay_k=self.decay ** (k + 1),
                     )
                 if self.enable_fs:
-                    g = permutation_importance(boosters, subsets, preds[:, : k + 1], used, train, loss_values, rng)
+                    g = permutation_importance(boosters, subsets, preds[:, : k + 1], train, loss_values, rng)
                     subset = pick_features(g, bins=self.bins_fs, ratios=self.sample_ratios, rng=rng)
         self._boosters = boosters
         self._sub_features = [[train.features[i] for i in s] for s in subsets]
@@ -357,7 +379,7 @@ class DoubleEnsembleModel:
         if len(x):
             for booster, names, weight in zip(self._boosters, self._sub_features, self.sub_weights, strict=True):
                 total += np.asarray(booster.predict(x.loc[:, names].to_numpy())) * weight
-        return pd.Series(total / sum(self.sub_weights), index=x.index, name="score")
+        return pd.Series(total / np.sum(self.sub_weights), index=x.index, name="score")
 
     def save(self, directory: Path) -> None:
         """Write ``model.json``, one LightGBM text model per sub-model and ``ensemble.json`` (feature names and

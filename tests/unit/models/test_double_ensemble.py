@@ -1,4 +1,5 @@
-"""DoubleEnsembleModel: Qlib's SR/FS arithmetic (checked against Qlib's formulation), fitting, persistence."""
+"""DoubleEnsembleModel: Qlib's SR/FS arithmetic and random draws (checked against Qlib's own code, spelled out here
+or run from Qlib's source), fitting, persistence."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from app.models.base import Model, load_model
 from app.models.double_ensemble import (
     ENSEMBLE_FILE,
     DoubleEnsembleModel,
+    ensemble_loss,
     loss_curve_ends,
     permutation_importance,
     pick_features,
@@ -57,18 +59,19 @@ def fitted(signal20: Dataset) -> tuple[DoubleEnsembleModel, RecordingCurves]:
     return model, recorder
 
 
-def _toy(n: int = 2000, seed: int = 0) -> tuple[LearnData, lgb.Booster]:
+def _toy(n: int = 2000, seed: int = 0, rounds: int = 25) -> tuple[LearnData, lgb.Booster]:
     """y depends on feature 0 strongly, feature 1 weakly, features 2..5 not at all; a booster fitted on it."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, 6)).astype(np.float32)
     y = 1.0 * x[:, 0] + 0.2 * x[:, 1] + rng.standard_normal(n)
     params = {"objective": "mse", "verbosity": -1, "num_leaves": 7, "num_threads": 1, "deterministic": True}
-    booster = lgb.train(params, lgb.Dataset(x, label=y), num_boost_round=25)
+    booster = lgb.train(params, lgb.Dataset(x, label=y), num_boost_round=rounds)
     return LearnData(x, y, [f"f{i}" for i in range(6)]), booster
 
 
-def test_loss_curve_ends_match_qlibs_tree_by_tree_curve() -> None:
-    data, booster = _toy()
+@pytest.mark.parametrize("rounds", [25, 97])  # 10 % of 97 trees: 9 columns averaged, where numpy would pair them
+def test_loss_curve_ends_match_qlibs_tree_by_tree_curve(rounds: int) -> None:
+    data, booster = _toy(rounds=rounds)
     # Qlib's retrieve_loss_curve + the first lines of sample_reweight, spelled as Qlib spells them
     n, trees = len(data.y), booster.num_trees()
     curve = pd.DataFrame(np.zeros((n, trees)))
@@ -102,28 +105,58 @@ def test_sample_weights_match_qlibs_formula() -> None:
     assert ours.min() > 0 and len(np.unique(ours)) <= 10
 
 
-def test_permutation_importance_matches_plain_repredicting() -> None:
+@pytest.mark.parametrize("models", [3, 11])
+def test_ensemble_loss_adds_sub_models_as_qlibs_row_sum(models: int) -> None:
+    rng = np.random.default_rng(models)
+    y, preds = rng.standard_normal(5000), rng.standard_normal((5000, models))
+    weights = rng.uniform(0.1, 1.0, models)
+    # Qlib's fit: pred_sub.iloc[:, k] = pred_k; (pred_sub.iloc[:, : k + 1] * sub_weights[0 : k + 1]).sum(axis=1) / ...
+    pred_sub = pd.DataFrame(np.zeros((5000, models), dtype=float))
+    for k in range(models):
+        pred_sub.iloc[:, k] = preds[:, k]
+    ensemble = (pred_sub.iloc[:, :models] * list(weights)).sum(axis=1) / np.sum(list(weights))
+    expected = pd.Series((y - ensemble.values) ** 2).to_numpy()
+    np.testing.assert_array_equal(ensemble_loss(y, preds, weights), expected)
+
+
+def test_permutation_importance_is_qlibs_feature_selection_loop() -> None:
     data, _ = _toy()
     x = np.column_stack([data.x, np.ones(len(data.y), dtype=np.float32)])  # column 6: constant, never split on
     data = LearnData(np.ascontiguousarray(x), data.y, [*data.features, "const"])
     subsets = [np.arange(7), np.array([0, 2, 6])]
     params = {"objective": "mse", "verbosity": -1, "num_leaves": 5, "num_threads": 1, "deterministic": True}
     boosters = [booster_on(data, subsets[0], params), booster_on(data, subsets[1], params)]
-    weights = np.array([1.0, 0.5])
     preds = np.column_stack([b.predict(data.x[:, s]) for b, s in zip(boosters, subsets, strict=True)])
-    loss = (data.y - preds @ weights / weights.sum()) ** 2
-    g = permutation_importance(boosters, subsets, preds, weights, data, loss, np.random.default_rng(7))
-    # Qlib's loop: permute one column of a copy, let every sub-model predict again
-    rng = np.random.default_rng(7)
-    expected = np.zeros(7)
-    for f in range(7):
-        shuffled = data.x.copy()
-        shuffled[:, f] = data.x[rng.permutation(len(data.y)), f]
-        pred = sum(w * b.predict(shuffled[:, s]) for b, s, w in zip(boosters, subsets, weights, strict=True))
-        d = (data.y - pred / weights.sum()) ** 2 - loss
-        expected[f] = np.mean(d) / (np.std(d) + 1e-7)
-    np.testing.assert_allclose(g, expected, rtol=1e-12, atol=0)
-    assert g[0] == g.max() and g[0] > g[1] > 0 and g[6] == 0.0  # strong > weak > never split on
+    loss = ensemble_loss(data.y, preds, np.array([1.0, 0.5]))
+    g = permutation_importance(boosters, subsets, preds, data, loss, np.random.RandomState(7))
+    # Qlib's feature_selection, spelled as Qlib spells it: permute one column's values with the global RNG, let
+    # every sub-model predict again, average them uniformly (not by sub_weights)
+    state = np.random.get_state()
+    try:
+        np.random.seed(7)
+        frame = pd.DataFrame(data.x, columns=data.features)
+        tmp = frame.copy()
+        loss_values = pd.Series(loss)
+        expected = np.zeros(7)
+        for i_f, feat in enumerate(data.features):
+            tmp.loc[:, feat] = np.random.permutation(tmp.loc[:, feat].values)
+            pred = pd.Series(np.zeros(len(data.y)))
+            for booster, s in zip(boosters, subsets, strict=True):
+                pred += pd.Series(booster.predict(tmp.iloc[:, s].values)) / len(boosters)
+            loss_feat = (data.y - pred.values) ** 2
+            expected[i_f] = np.mean(loss_feat - loss_values) / (np.std(loss_feat - loss_values) + 1e-7)
+            tmp.loc[:, feat] = frame.loc[:, feat].copy()
+        after = np.random.randint(2**31)
+    finally:
+        np.random.set_state(state)
+    np.testing.assert_array_equal(g, expected)
+    rng = np.random.RandomState(7)
+    permutation_importance(boosters, subsets, preds, data, loss, rng)
+    assert rng.randint(2**31) == after  # the same number of draws as Qlib's loop
+    # strong > weak > never split on; as in Qlib, a column no sub-model uses still scores the gap between the
+    # uniform mean it re-predicts and the weighted mean loss_values come from (0 only for equal sub_weights)
+    d = pd.Series((data.y - (preds[:, 0] / 2 + preds[:, 1] / 2)) ** 2 - loss)
+    assert g[0] == g.max() and g[0] > g[1] > g[6] and g[6] == np.mean(d) / (np.std(d) + 1e-7) != 0
 
 
 def booster_on(data: LearnData, subset: np.ndarray, params: dict[str, object]) -> lgb.Booster:
@@ -134,12 +167,34 @@ def test_pick_features_takes_shares_of_non_empty_bins_from_the_top() -> None:
     g = np.array([3.0, 2.9, 1.0, 0.0, 0.0, 0.0, 0.0, -0.1])
     # 5 bins of width 0.62: {0, 1} top, {2} in the middle, {3..7} at the bottom, two bins empty. As in Qlib the
     # ratios go to the non-empty bins in order: ceil(0.8·2) = 2, ceil(0.7·1) = 1, ceil(0.6·5) = 3
-    chosen = pick_features(g, bins=5, ratios=(0.8, 0.7, 0.6, 0.5, 0.4), rng=np.random.default_rng(0))
+    chosen = pick_features(g, bins=5, ratios=(0.8, 0.7, 0.6, 0.5, 0.4), rng=np.random.RandomState(0))
     assert len(chosen) == 6 and {0, 1, 2} <= set(chosen.tolist()) and list(chosen) == sorted(chosen)
-    again = pick_features(g, bins=5, ratios=(0.8, 0.7, 0.6, 0.5, 0.4), rng=np.random.default_rng(0))
+    again = pick_features(g, bins=5, ratios=(0.8, 0.7, 0.6, 0.5, 0.4), rng=np.random.RandomState(0))
     np.testing.assert_array_equal(chosen, again)
-    flat = pick_features(np.zeros(10), bins=5, ratios=(0.8, 0.7, 0.6, 0.5, 0.4), rng=np.random.default_rng(0))
+    flat = pick_features(np.zeros(10), bins=5, ratios=(0.8, 0.7, 0.6, 0.5, 0.4), rng=np.random.RandomState(0))
     assert len(flat) == 8  # one non-empty bin gets the first ratio
+
+
+def test_pick_features_draws_what_qlibs_global_rng_draws() -> None:
+    rng = np.random.default_rng(5)
+    g = rng.standard_normal(40)
+    names = pd.Index([f"F{i}" for i in range(40)])
+    ratios = (0.8, 0.7, 0.6, 0.5, 0.4)
+    state = np.random.get_state()
+    try:
+        # Qlib's feature_selection after the g values, with the global RNG seeded
+        np.random.seed(11)
+        frame = pd.DataFrame({"g_value": g})
+        frame["bins"] = pd.cut(frame["g_value"], 5)
+        picked: list[str] = []
+        for i_b, b in enumerate(sorted(frame["bins"].unique(), reverse=True)):
+            b_feat = names[frame["bins"] == b]
+            num_feat = int(np.ceil(ratios[i_b] * len(b_feat)))
+            picked = picked + np.random.choice(b_feat, size=num_feat, replace=False).tolist()
+    finally:
+        np.random.set_state(state)
+    chosen = pick_features(g, bins=5, ratios=ratios, rng=np.random.RandomState(11))
+    assert names[chosen].tolist() == [n for n in names if n in set(picked)]  # Qlib's set, in column order
 
 
 def test_fit_predict_positive_ic_and_weighted_mean(
@@ -252,25 +307,43 @@ def test_unfitted_and_empty_train(signal20: Dataset) -> None:
 
 @pytest.mark.qlib
 @pytest.mark.slow
-def test_matches_qlibs_double_ensemble_without_feature_selection(qlib_python: Path, signal20: Dataset) -> None:
-    """With FS off (the only random step), Qlib's DEnsembleModel and ours give identical scores: same SR weights,
-    loss curves and sub-models."""
+@pytest.mark.parametrize(
+    "common",
+    [
+        {"num_models": 3, "epochs": 30, "early_stopping_rounds": 5, "enable_fs": False, "sub_weights": [1, 0.5, 0.5]},
+        {"num_models": 3, "epochs": 30, "early_stopping_rounds": 5, "sub_weights": [1, 0.5, 0.5]},
+        {"num_models": 9, "epochs": 6, "sub_weights": [1, 0.9, 0.3, 0.7, 0.2, 0.6, 0.1, 0.5, 0.4], "bins_sr": 7},
+    ],
+    ids=["sr", "sr_fs", "nine_models"],
+)
+def test_matches_qlibs_double_ensemble(qlib_python: Path, signal20: Dataset, common: dict[str, object]) -> None:
+    """Qlib's DEnsembleModel, its global RNG seeded with the model's seed before fit, and ours give identical scores:
+    same SR weights, loss curves, feature draws and sub-models. Qlib's selected features come out of a ``set``;
+    they are put in the dataset's column order (ours) before the next sub-model trains."""
     stubs = {"Model": type("Model", (), {}), "FeatureInt": type("FeatureInt", (), {})}
     stubs["get_module_logger"] = logging.getLogger
     qlib_cls = qlib_namespace(qlib_python, "double_ensemble.py", stubs)["DEnsembleModel"]
-    common = {
-        "num_models": 3,
-        "epochs": 30,
-        "early_stopping_rounds": 5,
-        "enable_fs": False,
-        "sub_weights": [1, 0.5, 0.5],
-    }
-    ours = DoubleEnsembleModel(**common, **FAST)  # type: ignore[arg-type]
+    ours = DoubleEnsembleModel(**common, **FAST, seed=3)  # type: ignore[arg-type]
     ours.fit(signal20)
-    params = booster_params("mse", 0, FAST["num_threads"], ours.params)
+    params = booster_params("mse", 3, FAST["num_threads"], ours.params)
     del params["objective"]
     theirs = qlib_cls(loss="mse", decay=0.5, **common, **params)  # type: ignore[operator]
-    theirs.fit(QlibDataset(signal20))
+    select = theirs.feature_selection
+
+    def in_column_order(df_train: pd.DataFrame, loss_values: pd.Series) -> pd.Index:
+        columns = df_train["feature"].columns
+        return columns[columns.isin(select(df_train, loss_values))]
+
+    theirs.feature_selection = in_column_order
+    state = np.random.get_state()
+    try:
+        np.random.seed(3)
+        theirs.fit(QlibDataset(signal20))
+    finally:
+        np.random.set_state(state)
+    assert [list(f) for f in theirs.sub_features] == ours.sub_features
+    if common.get("enable_fs", True):
+        assert len({len(f) for f in ours.sub_features}) > 1  # FS dropped features
     qlib_scores = theirs.predict(QlibDataset(signal20))
     np.testing.assert_array_equal(ours.predict(signal20).to_numpy(), qlib_scores.to_numpy())
 
