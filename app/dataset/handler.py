@@ -20,7 +20,7 @@ from app.features.handlers import FeatureSet
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1  # bump when feature or processor semantics change, so old cache entries miss
+CACHE_FORMAT = 2  # bump when feature or processor semantics change, so old cache entries miss (2: pandas 3.1 rules)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,6 +48,7 @@ class DataHandler:
             "store": store_fingerprint(store.root),
             "features": [list(p) for p in self.features.features],
             "labels": [list(p) for p in self.features.labels],
+            "pandas_rules": self.features.pandas_rules,
             "market": self.market,
             "start": str(self.start_time),
             "end": str(self.end_time),

@@ -1,5 +1,8 @@
 """Evaluate Qlib expressions over a :class:`~app.data.panel.Panel`, reproducing Qlib 0.9.7's numbers.
 
+Qlib's rolling operators are pandas': the numbers are those of Qlib on pandas 3.1 (what installing pyqlib
+0.9.7 resolves today), or on pandas 2.2 with ``pandas_rules="2.2.3"`` (Std/Var/Corr/Cov differ between them).
+
 Each instrument's series is its stored rows ``first..last`` (clipped to the panel); rows outside are NaN
 in every result, and windows never reach before the first stored row. Load the panel from the start of the
 stored history: Qlib's running statistics (Std, Corr, Slope, ...) depend on all earlier rows.
@@ -24,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from app.data.panel import Panel
-from app.errors import ExpressionError
+from app.errors import ConfigError, ExpressionError
 from app.features import fit_kernels as fk
 from app.features import kernels as k
 from app.features import order_kernels as ok
@@ -66,12 +69,18 @@ def required_fields(expressions: Mapping[str, str]) -> set[str]:
     return names
 
 
-def evaluate(panel: Panel, expressions: Mapping[str, str]) -> dict[str, np.ndarray]:
+def evaluate(panel: Panel, expressions: Mapping[str, str], *, pandas_rules: str = "3.1.1") -> dict[str, np.ndarray]:
     """Compute ``{name: expression}`` on ``panel``: float32 ``[dates × instruments]`` arrays (column-major).
+
+    ``pandas_rules`` picks whose rolling Std/Var/Corr/Cov to reproduce: ``"3.1.1"`` (what
+    ``pip install pyqlib==0.9.7`` installs today) or ``"2.2.3"``; every other operator is the same under both.
 
     Raises:
         ExpressionError: an expression does not parse, or reads a field the panel does not hold.
+        ConfigError: ``pandas_rules`` is not one of those.
     """
+    if pandas_rules not in k.RULES:
+        raise ConfigError(f"pandas_rules must be one of {', '.join(map(repr, k.RULES))}, not {pandas_rules!r}")
     roots = {name: parse(text) for name, text in expressions.items()}
     fields = {f.lower(): f for f in panel.values}
     for name, root in roots.items():
@@ -87,7 +96,7 @@ def evaluate(panel: Panel, expressions: Mapping[str, str]) -> dict[str, np.ndarr
     t = len(panel.dates)
     lo = np.clip(np.asarray(panel.first, dtype=np.int64), 0, t)
     hi = np.clip(np.asarray(panel.last, dtype=np.int64), -1, t - 1)
-    run = _Evaluation({f: panel.values[orig] for f, orig in fields.items()}, lo, hi)
+    run = _Evaluation({f: panel.values[orig] for f, orig in fields.items()}, lo, hi, k.RULES[pandas_rules])
     return run.outputs(roots)
 
 
@@ -105,10 +114,11 @@ def dependencies(node: Call) -> list[Node]:
 class _Evaluation:
     """One :func:`evaluate` call: the memo of live values and how many consumers each still has."""
 
-    def __init__(self, fields: dict[str, np.ndarray], lo: np.ndarray, hi: np.ndarray) -> None:
+    def __init__(self, fields: dict[str, np.ndarray], lo: np.ndarray, hi: np.ndarray, rules: int) -> None:
         self.fields = fields
         self.lo = lo
         self.hi = hi
+        self.rules = rules
         self.memo: dict[str, Value] = {}
         self.uses: Counter[str] = Counter()
 
@@ -213,7 +223,9 @@ class _Evaluation:
         lo, hi = self.lo, self.hi
         if op in ("Corr", "Cov"):
             n = int(self._arg(args[2]))
-            out: np.ndarray = k.roll_corr_cov(self._series(args[0]), self._series(args[1]), lo, hi, n, op == "Corr")
+            a, b = self._series(args[0]), self._series(args[1])
+            corr_cov = k.roll_corr_cov_2_2 if self.rules == k.PANDAS_2_2 else k.roll_corr_cov
+            out: np.ndarray = corr_cov(a, b, lo, hi, n, op == "Corr")
             if op == "Corr":
                 flat = (self.memo[Call("Std", (args[0], args[2])).canonical] <= THRESHOLD) | (
                     self.memo[Call("Std", (args[1], args[2])).canonical] <= THRESHOLD
@@ -231,6 +243,8 @@ class _Evaluation:
             out[self.memo[Call("Std", args).canonical] <= THRESHOLD] = np.nan
             return out
         kernel = _ROLLING_KERNELS[op]
+        if op in ("Std", "Var"):
+            return kernel(x, lo, hi, n, self.rules)  # type: ignore[no-any-return]
         if op == "Quantile":
             return kernel(x, lo, hi, n, float(self._arg(args[2])))  # type: ignore[no-any-return]
         return kernel(x, lo, hi, n)  # type: ignore[no-any-return]
@@ -239,8 +253,8 @@ class _Evaluation:
 _ROLLING_KERNELS: dict[str, Callable[..., Any]] = {
     "Mean": lambda x, lo, hi, n: k.roll_mean_sum(x, lo, hi, n, False),
     "Sum": lambda x, lo, hi, n: k.roll_mean_sum(x, lo, hi, n, True),
-    "Std": lambda x, lo, hi, n: k.roll_var(x, lo, hi, n, 1, True),
-    "Var": lambda x, lo, hi, n: k.roll_var(x, lo, hi, n, 1, False),
+    "Std": lambda x, lo, hi, n, rules: k.roll_var(x, lo, hi, n, 1, True, rules),
+    "Var": lambda x, lo, hi, n, rules: k.roll_var(x, lo, hi, n, 1, False, rules),
     "Count": k.roll_count,
     "Max": lambda x, lo, hi, n: ok.roll_max_min(x, lo, hi, n, True),
     "Min": lambda x, lo, hi, n: ok.roll_max_min(x, lo, hi, n, False),

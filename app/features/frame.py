@@ -42,7 +42,7 @@ def build_feature_frame(
     exprs = dict(features.features) | dict(features.labels)
     precompile(exprs.values())  # first run only: numba's compile spread over the CPUs
     panel = store.load(sorted(required_fields(exprs)), market=market)
-    values = _evaluate_in_parallel(panel, exprs)
+    values = _evaluate_in_parallel(panel, exprs, features.pandas_rules)
     keep = panel.stored() & panel.member
     keep[:lo] = False
     keep[hi:] = False
@@ -70,7 +70,7 @@ def build_feature_frame(
     return frame
 
 
-def _evaluate_in_parallel(panel: Panel, exprs: Mapping[str, str]) -> dict[str, np.ndarray]:
+def _evaluate_in_parallel(panel: Panel, exprs: Mapping[str, str], pandas_rules: str = "3.1.1") -> dict[str, np.ndarray]:
     """Evaluate on column blocks of instruments in threads (the numba kernels release the GIL).
 
     Up to ``BLOCKS_PER_WORKER`` blocks per thread (a multiple of the threads, each of ``MIN_BLOCK`` instruments
@@ -81,7 +81,7 @@ def _evaluate_in_parallel(panel: Panel, exprs: Mapping[str, str]) -> dict[str, n
     workers = min(os.cpu_count() or 1, 4, max(1, n // 16))
     if workers == 1:
         with ProgressBar(1, "features", unit="blocks") as bar:
-            values = evaluate(panel, exprs)
+            values = evaluate(panel, exprs, pandas_rules=pandas_rules)
             bar.advance()
         return values
     per_worker = max(1, min(BLOCKS_PER_WORKER, n // (MIN_BLOCK * workers)))
@@ -92,7 +92,10 @@ def _evaluate_in_parallel(panel: Panel, exprs: Mapping[str, str]) -> dict[str, n
         ProgressBar(len(blocks), "features", unit="blocks") as bar,
         ThreadPoolExecutor(workers, thread_name_prefix="features") as pool,
     ):
-        futures = {pool.submit(evaluate, panel.columns(cols), exprs): i for i, cols in enumerate(blocks)}
+        futures = {
+            pool.submit(evaluate, panel.columns(cols), exprs, pandas_rules=pandas_rules): i
+            for i, cols in enumerate(blocks)
+        }
         try:
             for future in as_completed(futures):
                 parts[futures[future]] = future.result()

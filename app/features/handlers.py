@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 from app.errors import ConfigError, ExpressionError
 
+PANDAS_RULES = ("3.1.1", "2.2.3")
+"""Whose rolling Std/Var/Corr/Cov a feature set reproduces: Qlib on pandas 3.1.1 (the default; 3.1.0 computes the
+same) or on pandas 2.2.3. pandas 3.0.x is neither (its Std is 3.1's, its Corr/Cov 2.2's formula)."""
 DEFAULT_LABEL: tuple[tuple[str, str], ...] = (("LABEL0", "Ref($close, -2)/Ref($close, -1) - 1"),)
 ROLLING_WINDOWS = (5, 10, 20, 30, 60)
 # Operator-major order of Alpha158's rolling block; MIN is switched by "LOW" in Qlib's include/exclude lists.
@@ -74,12 +77,24 @@ _ROLLING: dict[str, str] = {
 
 @dataclass(frozen=True)
 class FeatureSet:
-    """Ordered feature and label expressions; names are the output column names."""
+    """Ordered feature and label expressions; names are the output column names.
+
+    ``pandas_rules`` (one of :data:`PANDAS_RULES`) picks the pandas version whose rolling algorithms the
+    numbers follow: ``"3.1.1"`` is Qlib as ``pip install pyqlib==0.9.7`` installs it today; ``"2.2.3"`` matches
+    a Qlib install on pandas 2.2 (flat windows have a standard deviation of exactly 0 there, and Corr/Cov are
+    computed from rolling means).
+    """
 
     features: tuple[tuple[str, str], ...]
     labels: tuple[tuple[str, str], ...] = DEFAULT_LABEL
+    pandas_rules: str = "3.1.1"
 
     def __post_init__(self) -> None:
+        if self.pandas_rules not in PANDAS_RULES:
+            raise ConfigError(
+                f"pandas_rules must be one of {', '.join(map(repr, PANDAS_RULES))} (the pandas version whose "
+                f"rolling algorithms to reproduce), not {self.pandas_rules!r}"
+            )
         names = [n for n, _ in (*self.features, *self.labels)]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -115,7 +130,7 @@ class FeatureSet:
                 f"unknown feature column(s) {', '.join(missing)}; this feature set has "
                 f"{len(table)} columns ({', '.join(list(table)[:8])}, ...)"
             )
-        return FeatureSet(tuple((c, table[c]) for c in columns), self.labels)
+        return FeatureSet(tuple((c, table[c]) for c in columns), self.labels, self.pandas_rules)
 
 
 def _labels(label: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
@@ -133,11 +148,13 @@ def alpha158(
     exclude: Sequence[str] = (),
     columns: Sequence[str] | None = None,
     label: Mapping[str, str] | None = None,
+    pandas_rules: str = "3.1.1",
 ) -> FeatureSet:
     """Qlib's Alpha158 (158 columns with the defaults), configurable as Qlib's loader config is.
 
     ``include``/``exclude`` name rolling operators (``LOW`` switches ``MIN``, as in Qlib); ``columns`` keeps
-    a subset in that order (e.g. :data:`GRU20_COLUMNS`); ``label`` maps names to label expressions.
+    a subset in that order (e.g. :data:`GRU20_COLUMNS`); ``label`` maps names to label expressions;
+    ``pandas_rules``: see :class:`FeatureSet`.
 
     Raises:
         ConfigError: unknown operator names in include/exclude, unknown columns.
@@ -164,21 +181,27 @@ def alpha158(
     for op in ROLLING_OPERATORS:
         if use(op):
             features += [(f"{op}{d}", _ROLLING[op].format(d=d)) for d in rolling_windows]
-    result = FeatureSet(tuple(features), _labels(label))
+    result = FeatureSet(tuple(features), _labels(label), pandas_rules)
     return result.select(columns) if columns is not None else result
 
 
-def alpha360(*, label: Mapping[str, str] | None = None) -> FeatureSet:
-    """Qlib's Alpha360: 60 days of close/open/high/low/vwap over today's close, and volume over today's volume."""
+def alpha360(*, label: Mapping[str, str] | None = None, pandas_rules: str = "3.1.1") -> FeatureSet:
+    """Qlib's Alpha360: 60 days of close/open/high/low/vwap over today's close, and volume over today's volume.
+
+    It has no rolling statistics, so ``pandas_rules`` (see :class:`FeatureSet`) only matters to its label.
+    """
     features: list[tuple[str, str]] = []
     for field in ("close", "open", "high", "low", "vwap"):
         features += [(f"{field.upper()}{i}", f"Ref(${field}, {i})/$close") for i in range(59, 0, -1)]
         features.append((f"{field.upper()}0", f"${field}/$close"))
     features += [(f"VOLUME{i}", f"Ref($volume, {i})/($volume+1e-12)") for i in range(59, 0, -1)]
     features.append(("VOLUME0", "$volume/($volume+1e-12)"))
-    return FeatureSet(tuple(features), _labels(label))
+    return FeatureSet(tuple(features), _labels(label), pandas_rules)
 
 
-def expressions(*, features: Mapping[str, str], label: Mapping[str, str] | None = None) -> FeatureSet:
-    """A feature set from user expressions, e.g. ``{"MOM5": "Ref($close, 5)/$close"}``."""
-    return FeatureSet(tuple(features.items()), _labels(label))
+def expressions(
+    *, features: Mapping[str, str], label: Mapping[str, str] | None = None, pandas_rules: str = "3.1.1"
+) -> FeatureSet:
+    """A feature set from user expressions, e.g. ``{"MOM5": "Ref($close, 5)/$close"}`` (``pandas_rules``: see
+    :class:`FeatureSet`)."""
+    return FeatureSet(tuple(features.items()), _labels(label), pandas_rules)

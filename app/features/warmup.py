@@ -233,7 +233,7 @@ def _kernel_calls() -> dict[str, Callable[..., object]]:
     return {
         "shift": lambda x: k.shift(x, _LO, _HI, 1),
         "roll_mean_sum": lambda x: k.roll_mean_sum(x, _LO, _HI, 3, False),
-        "roll_var": lambda x: k.roll_var(x, _LO, _HI, 3, 1, True),
+        "roll_var": lambda x: k.roll_var(x, _LO, _HI, 3, 1, True, k.PANDAS_3_1),
         "roll_count": lambda x: k.roll_count(x, _LO, _HI, 3),
         "roll_max_min": lambda x: ok.roll_max_min(x, _LO, _HI, 3, True),
         "roll_quantile": lambda x: ok.roll_quantile(x, _LO, _HI, 3, 0.5, False),

@@ -1,11 +1,12 @@
 """Qlib 0.9.7's rolling operators computed the way Qlib computes them, for bitwise comparison.
 
-Run with the interpreter of ``.qlib-venv`` (pandas 2.2.3, numpy 2.2.6, Qlib's compiled Cython kernels):
+Run with the interpreter of ``.qlib-venv`` (pandas 3.1.1, numpy 2.4.6, Qlib's compiled Cython kernels):
 ``python pandas_reference.py IN.npz OUT.npz``. ``IN.npz`` holds float32 ``x``/``y`` ``[T, N]``, int64 ``lo``/``hi``
 (each column's series is rows ``lo..hi``) and ``windows``. Each column is cut to its series and evaluated as
 a float32 pandas Series, exactly as Qlib's ``ops.py`` does per instrument; ``OUT.npz`` holds one float64
-``[T, N]`` array per ``"<Op>_<window>"``, NaN outside the series. Only numpy, pandas and Qlib's ``rolling``
-extension module (loaded by file, without importing the ``qlib`` package) are used.
+``[T, N]`` array per ``"<Op>_<window>"``, NaN outside the series, and ``pandas_version``. Only numpy,
+pandas and Qlib's ``rolling`` extension module (loaded by file, without importing the ``qlib`` package) are
+used.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def main(src: str, dst: str) -> None:
     data = np.load(src)
     x, y, lo, hi = data["x"], data["y"], data["lo"], data["hi"]
     ops = _ops(_qlib_rolling())
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, np.ndarray] = {"pandas_version": np.array(pd.__version__)}
     with np.errstate(all="ignore"):
         for w in data["windows"].tolist():
             for name, fn in ops.items():

@@ -275,7 +275,7 @@ def _one(expr: str, **columns: list[float]) -> np.ndarray:
 def test_flat_windows_give_exactly_zero_std_and_nan_rsquare() -> None:
     x = [3.0, 1.0, 2.0, 5.0, 5.0, 5.0, NAN, 5.0, 5.0, 7.0]
     std = _one("Std($x, 3)", x=x)
-    assert std[0] != std[0] and std[5] == 0.0 and std[7] == 0.0 and std[8] == 0.0  # pandas' repeated-value rule
+    assert std[0] != std[0] and std[5] == 0.0 and std[7] == 0.0 and std[8] == 0.0  # exact: small integers
     assert np.isnan(_one("Rsquare($x, 3)", x=x)[[5, 7, 8]]).all()
     var = _one("Var($x, 3)", x=x)
     assert var[5] == 0.0 and var[1] == 2.0
