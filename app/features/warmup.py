@@ -63,7 +63,7 @@ _KERNEL_OF_OP = {
 _MASKED = frozenset({"Gt", "Ge", "Lt", "Le", "Eq", "Ne", "And", "Or", "Not", "If", "Power"})
 _BOOLEAN = frozenset({"Gt", "Ge", "Lt", "Le", "Eq", "Ne", "And", "Or", "Not"})
 # Rough single-core compile seconds, to balance the processes (measured on Alpha158's kernels).
-_COST = {"roll_mean_sum": 1.2, "roll_var": 0.9, "roll_corr_cov": 1.0, "roll_quantile": 0.8, "shift": 0.6}
+_COST = {"roll_mean_sum": 1.2, "roll_var": 1.3, "roll_corr_cov": 1.0, "roll_quantile": 0.8, "shift": 0.6}
 _DEFAULT_COST = 0.5
 WORKER_TIMEOUT_S = 300.0
 
