@@ -1,12 +1,16 @@
 """Signal analysis as Qlib's ``SigAnaRecord`` computes it: daily IC, Rank IC, ICIR and long-short returns.
 
-Semantics (``qlib.contrib.eva.alpha`` 0.9.7), vectorised over all dates at once:
+Semantics (``qlib.contrib.eva.alpha`` 0.9.7 on pandas 3.1 / scipy 1.17), vectorised over all dates where the
+arithmetic allows:
 
 * ``pred`` and ``label`` are outer-aligned on ``(datetime, instrument)``; each date of either is one row of
   :func:`daily_ic`.
 * IC = Pearson, Rank IC = Spearman (average ranks for ties) over the rows of that date where both values are
-  present, computed as ``np.corrcoef``/``scipy.stats.spearmanr`` do: fewer than two pairs, or a side with exactly
-  zero deviation, give NaN. ICIR = mean / std (ddof 1) over the non-NaN days, not annualised.
+  present (in instrument order), each date computed with the very operations pandas' ``Series.corr`` runs, so the
+  daily values are Qlib's bit for bit: Pearson is pandas' own ``_pearson_corr`` (deviations scaled by their
+  largest magnitude, three dot products, clipped to ±1; NaN for fewer than two pairs or a side whose deviations
+  are all exactly 0), Spearman is ``scipy.stats.spearmanr`` (NaN for fewer than two pairs or a constant side,
+  else ``np.corrcoef`` of the average ranks). ICIR = mean / std (ddof 1) over the non-NaN days, not annualised.
 * Long-short (``calc_long_short_return``): per date, ``N = int(0.2 * rows)`` where *rows* counts every aligned
   row of the date (NaN ones included); the N highest and the N lowest non-NaN predictions (ties resolved by
   instrument order, as ``nlargest(keep="first")`` on a sorted frame) give ``(mean label top − mean label
@@ -18,6 +22,7 @@ Semantics (``qlib.contrib.eva.alpha`` 0.9.7), vectorised over all dates at once:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,9 +53,16 @@ def daily_ic(pred: pd.Series, label: pd.Series) -> pd.DataFrame:
     rows = _align(pred, label)
     both = ~np.isnan(rows.pred) & ~np.isnan(rows.label)
     code, x, y = rows.code[both], rows.pred[both], rows.label[both]
-    n_dates = len(rows.dates)
-    ic = _pearson(code, x, y, n_dates)
-    rank_ic = _pearson(code, _average_ranks(code, x), _average_ranks(code, y), n_dates)
+    ic, rank_ic = np.full(len(rows.dates), np.nan), np.full(len(rows.dates), np.nan)
+    if len(code):
+        rank_x, rank_y = _average_ranks(code, x), _average_ranks(code, y)
+        segments, starts = np.unique(code, return_index=True)
+        bounds = np.append(starts, len(code))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            for k, segment in enumerate(segments):
+                a, b = bounds[k], bounds[k + 1]
+                ic[segment] = _pandas_pearson(x[a:b], y[a:b])
+                rank_ic[segment] = _scipy_spearman(x[a:b], y[a:b], rank_x[a:b], rank_y[a:b])
     return pd.DataFrame({"ic": ic, "rank_ic": rank_ic}, index=rows.dates)
 
 
@@ -164,34 +176,32 @@ def _segment_mean(code: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
-def _pearson(code: np.ndarray, x: np.ndarray, y: np.ndarray, n: int) -> np.ndarray:
-    """Per-segment Pearson correlation as ``np.corrcoef`` (what pandas' ``Series.corr`` calls); ``code`` is sorted.
+def _pandas_pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """pandas 3.1's ``nanops._pearson_corr`` (what ``Series.corr`` runs), step for step, on contiguous float64."""
+    if len(a) < 2:
+        return math.nan
+    a, b = a - a.mean(), b - b.mean()
+    a_scale, b_scale = np.max(np.abs(a)), np.max(np.abs(b))
+    if a_scale == 0 or b_scale == 0:
+        return math.nan
+    a, b = a / a_scale, b / b_scale
+    fact = len(a) - 1
+    divisor = np.sqrt(np.dot(a, a) / fact)
+    if divisor == 0:
+        return math.nan
+    result = np.dot(a, b) / fact / divisor
+    divisor = np.sqrt(np.dot(b, b) / fact)
+    if divisor == 0:
+        return math.nan
+    return float(np.clip(result / divisor, -1.0, 1.0))
 
-    NaN for fewer than two pairs. A segment where one side is constant goes through ``np.corrcoef`` itself: it is
-    NaN only when NumPy's (pairwise-summed) mean reproduces the value exactly; otherwise the ~1e-17 deviations
-    give a ~1e-16 correlation, which Qlib then counts as a ~0 day in IC mean and ICIR.
-    """
-    count = np.bincount(code, minlength=n).astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        dx = x - (_segment_sum(code, x, n) / count)[code]
-        dy = y - (_segment_sum(code, y, n) / count)[code]
-        dof = count - 1
-        cov = _segment_sum(code, dx * dy, n) / dof
-        sx = np.sqrt(_segment_sum(code, dx * dx, n) / dof)
-        sy = np.sqrt(_segment_sum(code, dy * dy, n) / dof)
-        r = np.clip(cov / sx / sy, -1.0, 1.0)
-    r = np.where(count >= 2, r, np.nan)
-    if len(code):
-        segments, starts = np.unique(code, return_index=True)
-        constant = (np.maximum.reduceat(x, starts) == np.minimum.reduceat(x, starts)) | (
-            np.maximum.reduceat(y, starts) == np.minimum.reduceat(y, starts)
-        )
-        bounds = np.append(starts, len(code))
-        for k in np.flatnonzero(constant & (count[segments] >= 2)):
-            a, b = bounds[k], bounds[k + 1]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                r[segments[k]] = np.corrcoef(x[a:b], y[a:b])[0, 1]
-    return r
+
+def _scipy_spearman(x: np.ndarray, y: np.ndarray, rank_x: np.ndarray, rank_y: np.ndarray) -> float:
+    """``scipy.stats.spearmanr(x, y)[0]`` from the average ranks: ``np.corrcoef`` of the ranks laid out as scipy
+    lays them out (one row per variable, C order), since the products' summation order follows the layout."""
+    if len(x) <= 1 or (x[0] == x).all() or (y[0] == y).all():
+        return math.nan
+    return float(np.corrcoef(np.vstack((rank_x, rank_y)))[1, 0])
 
 
 def _average_ranks(code: np.ndarray, values: np.ndarray) -> np.ndarray:
