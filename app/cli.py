@@ -25,8 +25,13 @@ def console() -> None:
     the exiting process gives back anyway; :func:`gc.freeze` exempts them. ``atexit`` handlers still run.
     """
     import gc
+    import os
 
-    status = main()
+    try:
+        status = main()
+    except BrokenPipeError:  # the reader went away (`qtrain ... | head`): stop quietly, as coreutils do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error flushing stdout
+        sys.exit(141)
     gc.freeze()
     sys.exit(status)
 
