@@ -66,8 +66,11 @@ def qlib_python() -> Path:
 
 def run_reference(python: Path, script: str, *args: str | Path) -> None:
     """Run one of the tests/qlib_ref scripts under Qlib's interpreter; fail with its stderr."""
-    out = subprocess.run(
-        [python, str(REF_DIR / script), *map(str, args)], capture_output=True, text=True, cwd=REF_DIR, timeout=600
-    )
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="qlib-ref-") as scratch:  # Qlib writes lock files relative to the cwd
+        out = subprocess.run(
+            [python, str(REF_DIR / script), *map(str, args)], capture_output=True, text=True, cwd=scratch, timeout=600
+        )
     if out.returncode != 0:
         pytest.fail(f"{script} failed:\n{out.stderr[-4000:]}")
