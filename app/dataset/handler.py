@@ -14,7 +14,7 @@ from app.data.store import QlibStore
 from app.dataset.cache import FeatureCache, key_digest
 from app.dataset.dataset import Dataset, TSDataset
 from app.dataset.processors import Processor
-from app.dataset.views import ProcessedViews
+from app.dataset.views import ProcessedViews, ProcessType
 from app.errors import ConfigError, DateRangeError, EmptyUniverseError, UnknownMarketError
 from app.features.handlers import FeatureSet
 
@@ -27,8 +27,8 @@ CACHE_FORMAT = 2  # bump when feature or processor semantics change, so old cach
 class DataHandler:
     """A feature set on a market over ``[start_time, end_time]``; processors fitted on the fit window.
 
-    Mirrors Qlib's ``DataHandlerLP`` (process type "append"): infer processors run on the raw frame, learn
-    processors on the infer output.
+    Mirrors Qlib's ``DataHandlerLP``: infer processors run on the raw frame, learn processors on the infer
+    output (``process_type="append"``, Qlib's default) or on the raw frame (``"independent"``).
     """
 
     features: FeatureSet
@@ -39,6 +39,7 @@ class DataHandler:
     fit_end_time: str
     infer_processors: Sequence[Processor] = ()
     learn_processors: Sequence[Processor] = ()
+    process_type: ProcessType = "append"
 
     def raw_key(self, store: QlibStore) -> dict[str, object]:
         """What the raw frame depends on: store contents, expressions, market and dates."""
@@ -62,6 +63,7 @@ class DataHandler:
             "infer": [_describe(p) for p in self.infer_processors],
             "learn": [_describe(p) for p in self.learn_processors],
             "fit": [str(self.fit_start_time), str(self.fit_end_time)],
+            "process_type": self.process_type,
         }
 
     def raw(
@@ -115,6 +117,7 @@ class DataHandler:
             self.learn_processors,
             fit_start=self.fit_start_time,
             fit_end=self.fit_end_time,
+            process_type=self.process_type,
         )
 
 

@@ -2,8 +2,9 @@
 
 Every processor takes a frame indexed ``(datetime, instrument)`` with two-level columns ``(group, name)``
 and returns a new frame; the input is never modified. Arithmetic runs in the columns' dtype where Qlib's does
-(float32 for handler output: the fitted statistics of ``ZScoreNorm``/``RobustZScoreNorm``, ``CSZScoreNorm`` and
-``ProcessInf`` are float32 as numpy's and pandas' are on float32 input), so those results are Qlib's bit for bit.
+(float32 for handler output: the fitted statistics of ``ZScoreNorm``/``RobustZScoreNorm``, ``CSZScoreNorm``,
+``ProcessInf`` and ``CSZFillna`` are float32 as numpy's and pandas' are on float32 input), so those results are
+Qlib's bit for bit.
 ``CSRankNorm`` ranks in float64 and casts back to the columns' dtype: Qlib leaves its columns float64.
 
 Learnable processors (:class:`ZScoreNorm`, :class:`RobustZScoreNorm`) keep statistics from ``fit(df)``,
@@ -311,6 +312,87 @@ class FilterCol(StatelessProcessor):
         in_group = df.columns.isin(group)
         keep = ~in_group | df.columns.get_level_values(-1).isin(self.col_list)
         return df.loc[:, keep]
+
+
+@dataclass(kw_only=True, eq=False)
+class DropCol(StatelessProcessor):
+    """Drop every column whose name (the second level) is in ``col_list``, in any group, the label's included.
+
+    The other columns keep their order. As :class:`FilterCol`, and unlike Qlib, a name that is no column of
+    the frame is an error instead of being ignored.
+
+    Raises (on call):
+        ConfigError: a name in ``col_list`` is not a column of the frame.
+    """
+
+    col_list: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        self.col_list = tuple(str(c) for c in self.col_list)
+
+    def __call__(self, df: pd.DataFrame) -> pd.DataFrame:
+        """The frame without the listed columns."""
+        names = df.columns.get_level_values(-1)
+        unknown = [c for c in self.col_list if c not in set(names)]
+        if unknown:
+            raise ConfigError(
+                f"DropCol.col_list names columns that are not in the frame: {_names(unknown)}. "
+                f"Check the spelling against the handler's columns ({len(df.columns)} of them)."
+            )
+        return df.loc[:, ~names.isin(self.col_list)]
+
+
+@dataclass(kw_only=True, eq=False)
+class DropnaProcessor(StatelessProcessor):
+    """Drop the rows with a NaN in any column of ``fields_group`` (``None``: every column, the label included).
+
+    ±inf is a value, not missing: such rows stay. Usable for inference (only :class:`DropnaLabel` is not).
+    """
+
+    fields_group: FieldsGroup = None
+
+    def __post_init__(self) -> None:
+        self.fields_group = _normalise_group(self.fields_group)
+
+    def __call__(self, df: pd.DataFrame) -> pd.DataFrame:
+        """Rows complete in the group."""
+        return df.dropna(subset=list(group_columns(df, self.fields_group)))
+
+
+@dataclass(kw_only=True, eq=False)
+class CSZFillna(StatelessProcessor):
+    """Per date and column of ``fields_group`` (``None``: every column), replace NaN with the mean of that
+    date's other values of the column.
+
+    The mean is pandas' ``mean()`` in the column's dtype (float32 sum over a float32 count, NaN skipped), so the
+    filled value is Qlib's to the bit. ±inf counts as a value: a date-column with +inf fills NaN with +inf, one
+    with both +inf and -inf with NaN; a date-column without any value stays NaN. Only NaN cells change.
+    """
+
+    fields_group: FieldsGroup = None
+
+    def __post_init__(self) -> None:
+        self.fields_group = _normalise_group(self.fields_group)
+
+    def __call__(self, df: pd.DataFrame) -> pd.DataFrame:
+        """Fill each date's gaps with its cross-sectional mean."""
+        cols = group_columns(df, self.fields_group)
+        values = _values(df, cols, native=True)
+        if not np.isnan(values).any():
+            return df.copy()
+        return _with_values(df, cols, cs.per_date(_dates(df), values, _fill_nan_with_mean))
+
+
+def _fill_nan_with_mean(x: np.ndarray) -> np.ndarray:
+    """``x`` with each column's NaN replaced by the mean of its other values, as pandas' ``mean`` computes it:
+    NaN summed as 0 in ``x``'s dtype, one contiguous (pairwise) run per column, over a count in that dtype."""
+    missing = np.isnan(x)
+    if not missing.any():
+        return x
+    filled = np.asfortranarray(np.where(missing, x.dtype.type(0), x))
+    count = np.count_nonzero(~missing, axis=0).astype(x.dtype)
+    mean = filled.sum(axis=0, dtype=x.dtype) / count
+    return np.where(missing, mean, x)
 
 
 def group_columns(df: pd.DataFrame, fields_group: FieldsGroup) -> pd.Index:

@@ -1,8 +1,10 @@
-"""The raw / infer / learn frames of Qlib's ``DataHandlerLP`` with ``process_type="append"``.
+"""The raw / infer / learn frames of Qlib's ``DataHandlerLP``, for both of its process types.
 
 ::
 
-    raw --[infer processors]--> infer --[learn processors]--> learn
+    append (the default):  raw --[infer processors]--> infer --[learn processors]--> learn
+    independent:           raw --[infer processors]--> infer
+                           raw --[learn processors]--> learn
 
 Each processor is fitted on the fit window's rows of its input (the previous processor's output) and then
 applied to every row, in list order, as Qlib's ``fit_process_data`` does. ``raw`` is never modified, so the
@@ -26,6 +28,8 @@ log = logging.getLogger(__name__)
 
 ViewName = Literal["raw", "infer", "learn"]
 VIEWS: tuple[ViewName, ...] = ("raw", "infer", "learn")
+ProcessType = Literal["append", "independent"]
+PROCESS_TYPES: tuple[ProcessType, ...] = ("append", "independent")
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,7 +38,7 @@ class ProcessedViews:
 
     ``raw``: the handler's output. ``infer``: raw after the infer processors (predictions use it).
     ``learn``: infer after the learn processors (training uses it; it may have fewer rows and a
-    normalised label).
+    normalised label); with ``process_type="independent"``, raw after the learn processors.
     """
 
     raw: pd.DataFrame
@@ -52,15 +56,24 @@ class ProcessedViews:
         *,
         fit_start: str | pd.Timestamp,
         fit_end: str | pd.Timestamp,
+        process_type: ProcessType = "append",
     ) -> ProcessedViews:
         """Fit and run the processors; statistics only ever see rows dated ``fit_start..fit_end``.
 
+        ``process_type``: ``append`` runs the learn processors on the infer view, ``independent`` on ``raw``.
+
         Raises:
             DataError: ``raw`` is not indexed ``(datetime, instrument)`` (sorted) with ``(group, name)`` columns.
-            ConfigError: a learn-only processor is in ``infer_processors``, the fit window is reversed, or a
-                processor's own fit window reaches outside ``fit_start..fit_end``.
+            ConfigError: a learn-only processor is in ``infer_processors``, the fit window is reversed, a
+                processor's own fit window reaches outside ``fit_start..fit_end``, or ``process_type`` is
+                another value.
             DateRangeError: the fit window holds no rows of ``raw``.
         """
+        if process_type not in PROCESS_TYPES:
+            raise ConfigError(
+                f"process_type={process_type!r} is not one of {', '.join(PROCESS_TYPES)} "
+                "(append: learn processors run on the infer view; independent: on the raw frame)."
+            )
         check_frame(raw, "raw")
         start, end = _window(fit_start, fit_end)
         dates = raw.index.get_level_values("datetime")
@@ -80,7 +93,7 @@ class ProcessedViews:
             for i, proc in enumerate(procs):
                 _check_inside(proc, f"{kind}[{i}]", start, end)
         infer = _run(raw, infer_processors, start, end, "infer")
-        learn = _run(infer, learn_processors, start, end, "learn")
+        learn = _run(infer if process_type == "append" else raw, learn_processors, start, end, "learn")
         check_frame(infer, "infer (after the infer processors)")
         check_frame(learn, "learn (after the learn processors)")
         return cls(raw=raw, infer=infer, learn=learn, fit_start=start, fit_end=end)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -11,8 +12,11 @@ import pytest
 
 from app.dataset.processors import (
     CSRankNorm,
+    CSZFillna,
     CSZScoreNorm,
+    DropCol,
     DropnaLabel,
+    DropnaProcessor,
     Fillna,
     FilterCol,
     ProcessInf,
@@ -20,7 +24,7 @@ from app.dataset.processors import (
     ZScoreNorm,
 )
 from app.dataset.timeseries import TSSampler
-from app.dataset.views import ProcessedViews
+from app.dataset.views import ProcessedViews, ProcessType
 
 pytestmark = [pytest.mark.qlib, pytest.mark.slow]
 
@@ -51,9 +55,13 @@ pipelines = {{
               P("CSZScoreNorm", fields_group="feature", method="robust"),
               P("RobustZScoreNorm", fields_group="label", clip_outlier=False, fit_start_time=fs, fit_end_time=fe)],
              [P("CSRankNorm", fields_group="feature"), P("Fillna")]),
+    "mlp": ([P("DropCol", col_list=["F2"]), P("CSZFillna", fields_group="feature")],
+            [P("DropCol", col_list=["F2"]), P("DropnaProcessor", fields_group="feature"), P("DropnaLabel"),
+             P("CSZScoreNorm", fields_group="label")]),
 }}
 for name, (infer, learn) in pipelines.items():
-    h = DataHandlerLP(data_loader=StaticDataLoader(df.copy()), infer_processors=infer, learn_processors=learn)
+    h = DataHandlerLP(data_loader=StaticDataLoader(df.copy()), infer_processors=infer, learn_processors=learn,
+                      process_type=PROCESS_TYPES.get(name, "append"))
     for key in ("infer", "learn"):
         v = h.fetch(col_set="__raw", data_key=key).copy()
         v.columns = [":".join(c) for c in v.columns]
@@ -70,6 +78,10 @@ for name, (infer, learn) in pipelines.items():
             pd.DataFrame({{"d": idx.get_level_values(0), "i": idx.get_level_values(1)}}).to_parquet(
                 f"{{out}}/ts_{{key}}_index.parquet")
 """.format(fs=FIT[0], fe=FIT[1], s0=SEGMENT[0], s1=SEGMENT[1], L=STEP_LEN)
+
+
+PROCESS_TYPES: dict[str, ProcessType] = {"mlp": "independent"}
+QLIB_SIDE = f"PROCESS_TYPES = {PROCESS_TYPES!r}\n" + QLIB_SIDE
 
 
 def raw_frame() -> pd.DataFrame:
@@ -113,6 +125,15 @@ def pipelines() -> dict[str, tuple[list[object], list[object]]]:
             ],
             [CSRankNorm(fields_group="feature"), Fillna()],
         ),
+        "mlp": (  # Qlib's MLP benchmark handler, process_type independent
+            [DropCol(col_list=["F2"]), CSZFillna(fields_group="feature")],
+            [
+                DropCol(col_list=["F2"]),
+                DropnaProcessor(fields_group="feature"),
+                DropnaLabel(),
+                CSZScoreNorm(fields_group="label"),
+            ],
+        ),
     }
 
 
@@ -134,7 +155,9 @@ def test_views_and_windows_match_qlib(qlib_python: Path, tmp_path: Path) -> None
     assert out.returncode == 0, out.stderr[-4000:]
     built = {}
     for name, (infer, learn) in pipelines().items():
-        views = ProcessedViews.build(raw, infer, learn, fit_start=FIT[0], fit_end=FIT[1])  # type: ignore[arg-type]
+        procs: dict[str, Any] = {"infer_processors": infer, "learn_processors": learn}
+        process_type = PROCESS_TYPES.get(name, "append")
+        views = ProcessedViews.build(raw, **procs, fit_start=FIT[0], fit_end=FIT[1], process_type=process_type)
         built[name] = views
         for key in ("infer", "learn"):
             theirs = pd.read_parquet(tmp_path / f"{name}_{key}.parquet")
@@ -142,6 +165,8 @@ def test_views_and_windows_match_qlib(qlib_python: Path, tmp_path: Path) -> None
             assert [":".join(c) for c in ours.columns] == list(theirs.columns), (name, key)
             assert ours.index.equals(theirs.index), (name, key)
             _same(ours.to_numpy(), theirs.to_numpy(), f"{name} {key}")
+            if name == "mlp":  # DropCol, CSZFillna, DropnaProcessor and the float32 z-score: Qlib's to the bit
+                assert np.array_equal(ours.to_numpy(np.float64), theirs.to_numpy(), equal_nan=True), key
     for key in ("infer", "learn"):
         sampler = TSSampler(
             built["nn"].get(key), start=pd.Timestamp(SEGMENT[0]), end=pd.Timestamp(SEGMENT[1]), step_len=STEP_LEN

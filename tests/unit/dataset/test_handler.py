@@ -15,7 +15,7 @@ from app.data.synth import SynthSpec, write_synth_market
 from app.dataset.cache import FeatureCache
 from app.dataset.dataset import TSDataset
 from app.dataset.handler import DataHandler, DatasetSpec
-from app.dataset.processors import CSZScoreNorm, DropnaLabel, Fillna, RobustZScoreNorm
+from app.dataset.processors import CSZScoreNorm, DropnaLabel, DropnaProcessor, Fillna, RobustZScoreNorm
 from app.errors import ConfigError
 from app.features.handlers import alpha158, expressions
 
@@ -91,6 +91,20 @@ def test_views_are_cached_and_processed(store: QlibStore, tmp_path: Path, caplog
     assert abs(float(views.learn.loc[day, ("label", "LABEL0")].mean())) < 1e-6  # CSZScoreNorm per date
     no_cache = handler.views(store)
     pd.testing.assert_frame_equal(no_cache.learn, views.learn)
+
+
+def test_process_type_is_part_of_the_views_key(store: QlibStore, tmp_path: Path) -> None:
+    cache = FeatureCache(tmp_path / "cache")
+    procs = {"infer_processors": [Fillna(fields_group="feature")], "learn_processors": [DropnaProcessor()]}
+    append, independent = _handler(store, **procs), _handler(store, **procs, process_type="independent")
+    assert append.views_key(store)["process_type"] == "append"
+    assert {**independent.views_key(store), "process_type": "append"} == append.views_key(store)
+    filled = append.views(store, cache).learn
+    dropped = independent.views(store, cache).learn  # not the cached append views
+    assert len(list((tmp_path / "cache").iterdir())) == 5  # one raw, two infer+learn pairs
+    assert filled["feature"].notna().all().all() and len(filled) > len(dropped)
+    raw = independent.raw(store)
+    pd.testing.assert_frame_equal(dropped, raw.dropna())
 
 
 def test_dataset_spec_builds_segments_and_windows(store: QlibStore) -> None:

@@ -8,8 +8,11 @@ import pytest
 
 from app.dataset.processors import (
     CSRankNorm,
+    CSZFillna,
     CSZScoreNorm,
+    DropCol,
     DropnaLabel,
+    DropnaProcessor,
     Fillna,
     FilterCol,
     ProcessInf,
@@ -164,10 +167,65 @@ def test_filter_col_keeps_frame_order_and_other_groups() -> None:
         FilterCol(col_list=["B", "X"])(df)
 
 
+def test_drop_col_drops_the_names_in_every_group() -> None:
+    columns: dict[tuple[str, str], list[float]] = {("feature", n): [i] for i, n in enumerate(["A", "VWAP0", "B"])}
+    df = grid(["2020-01-02"], ["A"], {**columns, ("label", "L"): [9]})
+    out = DropCol(col_list=["VWAP0"])(df)
+    assert [tuple(c) for c in out.columns] == [("feature", "A"), ("feature", "B"), ("label", "L")]
+    dropped = DropCol(col_list=["L", "A"])(df)
+    assert [tuple(c) for c in dropped.columns] == [("feature", "VWAP0"), ("feature", "B")]  # the label's too
+    pd.testing.assert_frame_equal(DropCol()(df), df)
+    with pytest.raises(ConfigError, match=r"not in the frame: VWAP1"):
+        DropCol(col_list=["VWAP0", "VWAP1"])(df)
+
+
+def test_dropna_processor_drops_rows_with_nan_in_the_group_and_keeps_inf() -> None:
+    df = grid(
+        D2,
+        ["A", "B"],
+        {("feature", "F"): [1, NAN, INF, 4], ("feature", "G"): [1, 2, 3, NAN], ("label", "L"): [NAN, 1, 2, 3]},
+    )
+    out = DropnaProcessor(fields_group="feature")(df)
+    # (day 1, B) has a NaN F and (day 2, B) a NaN G; (day 2, A) has inf, which is a value; a NaN label stays
+    assert list(out.index) == [(pd.Timestamp(D2[0]), "A"), (pd.Timestamp(D2[1]), "A")]
+    np.testing.assert_array_equal(out.to_numpy(np.float64), [[1, 1, NAN], [INF, 3, 2]])
+    assert list(DropnaProcessor()(df).index) == [(pd.Timestamp(D2[1]), "A")]  # None: every column
+    assert DropnaProcessor(fields_group="feature").is_for_infer() is True
+
+
+def test_cs_zfillna_fills_each_dates_mean_of_the_column() -> None:
+    df = grid(
+        D2,
+        ABCD,
+        {
+            ("feature", "F"): [1, NAN, 3, 8, NAN, NAN, NAN, NAN],
+            ("feature", "G"): [INF, NAN, 1, 2, INF, -INF, NAN, 1],
+            ("label", "L"): [NAN, 1, 2, 3, 4, 5, 6, 7],
+        },
+    )
+    out = CSZFillna(fields_group="feature")(df)
+    # F: day 1 mean of 1, 3, 8 = 4; day 2 has no value, stays NaN
+    np.testing.assert_array_equal(col(out, "feature", "F"), [1, 4, 3, 8, NAN, NAN, NAN, NAN])
+    # G: inf is a value of the mean: +inf on day 1, inf - inf = NaN on day 2
+    np.testing.assert_array_equal(col(out, "feature", "G"), [INF, INF, 1, 2, INF, -INF, NAN, 1])
+    np.testing.assert_array_equal(col(out, "label", "L"), col(df, "label", "L"))
+    assert out.dtypes.tolist() == [np.float32] * 3
+    assert col(CSZFillna()(df), "label", "L")[0] == 2.0  # None: the label too (mean of 1, 2, 3)
+
+
+def test_cs_zfillna_means_in_float32_as_pandas() -> None:
+    # float32: 16777216 + 1 + 1 = 16777216, / 3 = 5592405.5 (pandas' float32 mean); in float64 it would be 5592406
+    df = grid(["2020-01-02"], ABCD, {("feature", "F"): [16777216, 1, 1, NAN]})
+    assert col(CSZFillna(fields_group="feature")(df), "feature", "F")[3] == 5592405.5
+
+
 @pytest.mark.parametrize(
     "proc",
     [
         CSRankNorm(fields_group="feature"),
+        CSZFillna(),
+        DropCol(col_list=["K"]),
+        DropnaProcessor(fields_group="feature"),
         CSZScoreNorm(fields_group="feature"),
         CSZScoreNorm(method="robust"),
         ProcessInf(),

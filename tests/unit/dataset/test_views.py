@@ -1,4 +1,4 @@
-"""ProcessedViews: Qlib's DataHandlerLP with process_type="append"."""
+"""ProcessedViews: Qlib's DataHandlerLP with process_type "append" (the default) and "independent"."""
 
 from __future__ import annotations
 
@@ -65,6 +65,33 @@ def test_learn_processors_run_on_the_infer_output() -> None:
     ranks = views.infer[("feature", "F")].to_numpy(np.float64)
     expected = (ranks - ranks[:4].mean()) / ranks[:4].std()
     np.testing.assert_allclose(views.learn[("feature", "F")], expected, rtol=1e-6)
+
+
+def test_independent_learn_processors_run_on_raw() -> None:
+    raw = grid(DATES, ["A", "B"], {("feature", "F"): [1, NAN, 2, 6, NAN, 4], ("label", "L"): [1, NAN, 3, 4, 5, 6]})
+    infer, learn = [Fillna()], [DropnaLabel()]
+    appended = ProcessedViews.build(raw, infer, learn, fit_start="2020-01-02", fit_end="2020-01-03")
+    assert len(appended.learn) == 6  # the infer view's filled NaN leave nothing to drop
+    views = ProcessedViews.build(
+        raw, infer, learn, fit_start="2020-01-02", fit_end="2020-01-03", process_type="independent"
+    )
+    pd.testing.assert_frame_equal(views.infer, appended.infer)  # infer is the same either way
+    # learn: raw's rows with a label, features unfilled
+    pd.testing.assert_frame_equal(views.learn, raw.drop(index=[(pd.Timestamp(DATES[0]), "B")]))
+    assert views.learn[("feature", "F")].isna().sum() == 1
+    # a learnable learn processor is fitted on raw's values, not infer's
+    views = ProcessedViews.build(
+        raw_frame(),
+        [CSRankNorm(fields_group="feature")],
+        [ZScoreNorm(fields_group="feature")],
+        fit_start="2020-01-02",
+        fit_end="2020-01-03",
+        process_type="independent",
+    )
+    f = np.array([1, 3, 2, 6, 500, -500.0])
+    np.testing.assert_allclose(views.learn[("feature", "F")], (f - f[:4].mean()) / f[:4].std(), rtol=1e-6)
+    with pytest.raises(ConfigError, match=r"process_type='shared' is not one of append, independent"):
+        ProcessedViews.build(raw, fit_start="2020-01-02", fit_end="2020-01-03", process_type="shared")  # type: ignore[arg-type]
 
 
 def test_processor_without_window_uses_the_build_window() -> None:
