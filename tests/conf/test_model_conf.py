@@ -51,3 +51,10 @@ def test_unknown_lightgbm_parameter_is_named() -> None:
 def test_wrong_type_is_named() -> None:
     with pytest.raises(InstantiationException, match=r"hidden_size='big' \(str\) is not int"):
         _model("gru_ts", "model.hidden_size=big")
+
+
+def test_qlib_batching_is_a_key_of_the_torch_options() -> None:
+    mlp = _model("mlp", "model.batching=qlib", "model.eval_steps=10")
+    assert (mlp.batching, mlp.eval_steps) == ("qlib", 10)  # type: ignore[attr-defined]
+    assert all(_model(option, "model.batching=qlib").batching == "qlib" for option in ("gru", "gru_ts"))  # type: ignore[attr-defined]
+    assert _model("mlp").batching == _model("gru_ts").batching == "seeded"  # type: ignore[attr-defined]
