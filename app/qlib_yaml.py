@@ -276,12 +276,20 @@ class _Class:
     fixed: Pairs = field(default_factory=list)  # what the Qlib class does without a kwarg for it
     lightgbm: bool = False  # other kwargs are LightGBM parameters
     notes: tuple[str, ...] = ()
+    # kwargs that only mean something together (their own converters set nothing): the kwargs node (with Qlib's
+    # defaults of what it lacks read from ``args``) -> the qtrain settings, and the notes they need
+    combined: Callable[[_At, Mapping[str, _Arg]], tuple[Pairs, list[str]]] | None = None
 
 
 _SEED_NOTE = (
-    "{name} seeds nothing unless its kwargs have seed (each Qlib run differs); qtrain always seeds torch "
-    "(seed=0 unless you add seed=N)"
+    "{name} seeds nothing unless its kwargs have seed (each Qlib run differs); qtrain always seeds "
+    "(seed=0 unless you add seed=N); model.batching=qlib draws the batches and dropout masks that Qlib draws "
+    "given that seed"
 )
+
+# Qlib's GRUs and DNNModelPytorch draw their batches and dropout from numpy's and torch's global generators;
+# batching=qlib replays those draws (app.models.gru, app.models.mlp)
+_QLIB_BATCHING = ("model.batching", "qlib")
 
 _GRU_ARGS: dict[str, _Arg] = {
     "d_feat": _Arg(_to("model.d_feat"), 6),
@@ -318,6 +326,48 @@ def _net_kwargs(at: _At) -> Pairs:
         else:
             raise _Refuse(f"Net kwarg {name}={item.value!r} is not implemented by qtrain", item)
     return pairs
+
+
+def _together(at: _At) -> Pairs:
+    """A kwarg translated with others (:attr:`_Class.combined`)."""
+    return []
+
+
+def _scheduler(at: _At) -> Pairs:
+    """DNNModelPytorch's ``scheduler``: ``default`` halves the lr after 10 evaluations without improvement (its
+    ReduceLROnPlateau, stepped at every evaluation, as qtrain's after every epoch); None keeps the lr."""
+    if at.value is None:
+        return [("model.lr_patience", None)]
+    return [*_only("default")(at), ("model.lr_patience", 10)]
+
+
+def _dnn_steps(kwargs: _At, args: Mapping[str, _Arg]) -> tuple[Pairs, list[str]]:
+    """DNNModelPytorch's ``max_steps`` random batches, evaluated every ``eval_steps``: with batching=qlib an epoch
+    is ``eval_steps`` such batches and one evaluation, so ``n_epochs = max_steps / eval_steps``."""
+    values = {}
+    for name in ("max_steps", "eval_steps"):
+        at = kwargs.child(name) or kwargs.default(name, args[name].default)
+        if isinstance(at.value, bool) or not isinstance(at.value, int) or at.value < 1:
+            raise _Refuse(f"{name}={at.value!r}: qtrain takes a whole number of steps >= 1", at)
+        values[name] = at.value
+    max_steps, eval_steps = values["max_steps"], values["eval_steps"]
+    notes = []
+    scheduler = kwargs.value.get("scheduler", args["scheduler"].default)
+    if scheduler == "default":
+        notes.append(
+            "Qlib 0.9.7 cannot build DNNModelPytorch's default scheduler on torch >= 2.10 (its version test "
+            "compares strings and passes the removed verbose argument); qtrain's is the one it builds on torch 2.7-2.9"
+        )
+    if max_steps <= eval_steps:  # one evaluation, at max_steps: exactly one epoch of max_steps batches
+        return [("model.n_epochs", 1), ("model.eval_steps", max_steps)], notes
+    epochs, rest = divmod(max_steps, eval_steps)
+    if rest:
+        notes.append(
+            f"max_steps={max_steps} is not a multiple of eval_steps={eval_steps}: qtrain trains {epochs} epochs of "
+            f"{eval_steps} steps ({epochs * eval_steps} steps); Qlib's last {rest} steps and the evaluation after "
+            "them are not made"
+        )
+    return [("model.n_epochs", epochs), ("model.eval_steps", eval_steps)], notes
 
 
 MODELS: Mapping[str, _Class] = {
@@ -360,14 +410,14 @@ MODELS: Mapping[str, _Class] = {
         "GRU",
         "gru_ts",
         {**_GRU_ARGS, "n_jobs": _Arg(_to("model.num_workers"))},  # DataLoader workers: no result changes
-        fixed=[("model.time_series", True), ("model.weight_decay", 0.0), ("model.clip_value", 3.0)],
+        fixed=[("model.time_series", True), ("model.weight_decay", 0.0), ("model.clip_value", 3.0), _QLIB_BATCHING],
         notes=(_SEED_NOTE,),
     ),
     "qlib.contrib.model.pytorch_gru.GRU": _Class(
         "GRU",
         "gru",
         _GRU_ARGS,
-        fixed=[("model.time_series", False), ("model.weight_decay", 0.0), ("model.clip_value", 3.0)],
+        fixed=[("model.time_series", False), ("model.weight_decay", 0.0), ("model.clip_value", 3.0), _QLIB_BATCHING],
         notes=(_SEED_NOTE,),
     ),
     "qlib.contrib.model.pytorch_nn.DNNModelPytorch": _Class(
@@ -381,28 +431,20 @@ MODELS: Mapping[str, _Class] = {
             "GPU": _Arg(_to("model.device", _device), 0),
             "seed": _GRU_ARGS["seed"],
             "weight_decay": _Arg(_to("model.weight_decay"), 0.0),
-            "scheduler": _Arg(
-                lambda at: [("model.lr_patience", None)] if at.value is None else _only("default")(at), "default"
-            ),
+            "scheduler": _Arg(_scheduler, "default"),
             "pt_model_uri": _Arg(_only("qlib.contrib.model.pytorch_nn.Net")),
             "pt_model_kwargs": _Arg(_net_kwargs, {"input_dim": 360, "layers": [256]}),
-            "max_steps": _Arg(_refused("qtrain's MLP trains in epochs; drop it and pass model.n_epochs=N")),
-            "eval_steps": _Arg(_refused("qtrain's MLP validates once per epoch; drop it")),
-            "early_stop_rounds": _Arg(
-                _refused("qtrain's MLP counts epochs without improvement; drop it and pass model.early_stop=N")
-            ),
+            "max_steps": _Arg(_together, 300),
+            "eval_steps": _Arg(_together, 20),
+            "early_stop_rounds": _Arg(_to("model.early_stop"), 50),  # in evaluations, as an epoch here is one
             "data_parall": _Arg(_only(False)),
             "init_model": _Arg(_only(None)),
             "eval_train_metric": _Arg(_ignored),
             "valid_key": _Arg(_only("learn")),
         },
-        fixed=[("model.dropout", 0.05), ("model.clip_value", None)],
-        notes=(
-            _SEED_NOTE,
-            "DNNModelPytorch trains max_steps random batches (default 300) and validates every eval_steps; qtrain's "
-            "MLP trains in epochs: model.n_epochs, model.early_stop and model.lr_patience keep their defaults "
-            "(130, 16, 3: about Qlib's benchmark 8000 steps on CSI300); pass them to change that",
-        ),
+        fixed=[("model.dropout", 0.05), ("model.clip_value", None), _QLIB_BATCHING],
+        notes=(_SEED_NOTE,),
+        combined=_dnn_steps,
     ),
 }
 MODELS = {  # the names Qlib's packages re-export
@@ -418,6 +460,9 @@ MODELS = {  # the names Qlib's packages re-export
 # is passed to it (Qlib's check_transform_proc does that for processors taking fit_start_time/fit_end_time)
 PROCESSORS: Mapping[str, tuple[str, frozenset[str], bool]] = {
     "DropnaLabel": ("app.dataset.processors.DropnaLabel", frozenset({"fields_group"}), False),
+    "DropnaProcessor": ("app.dataset.processors.DropnaProcessor", frozenset({"fields_group"}), False),
+    "DropCol": ("app.dataset.processors.DropCol", frozenset({"col_list"}), False),
+    "CSZFillna": ("app.dataset.processors.CSZFillna", frozenset({"fields_group"}), False),
     "CSZScoreNorm": ("app.dataset.processors.CSZScoreNorm", frozenset({"fields_group", "method"}), False),
     "CSRankNorm": ("app.dataset.processors.CSRankNorm", frozenset({"fields_group"}), False),
     "ZScoreNorm": ("app.dataset.processors.ZScoreNorm", frozenset({"fields_group"}), True),
@@ -498,13 +543,19 @@ def _handler_args(learn_default: list[Any], infer_default: list[Any]) -> dict[st
         "freq": _Arg(_only("day", why="qtrain trains on daily bars")),
         "infer_processors": _Arg(lambda at: [("dataset.handler.infer_processors", _processors(at))], infer_default),
         "learn_processors": _Arg(lambda at: [("dataset.handler.learn_processors", _processors(at))], learn_default),
-        "process_type": _Arg(_only("append", why="learn processors run on the infer processors' output")),
+        "process_type": _Arg(_to("dataset.handler.process_type", _process_type), "append"),
         "shared_processors": _Arg(_only(None, [])),
         "filter_pipe": _Arg(_only(None)),
         "inst_processors": _Arg(_only(None)),
         "label": _Arg(_label),
         "drop_raw": _Arg(_ignored),
     }
+
+
+def _process_type(value: Any) -> str:
+    if value not in ("append", "independent"):
+        raise _Refuse(f"{value!r} is not a process type of Qlib's DataHandlerLP (append or independent)")
+    return str(value)
 
 
 def _market(value: Any) -> str:
@@ -843,6 +894,14 @@ class _Translator:
             return True
 
         kwargs = self.kwargs(at, spec, extra=lightgbm_param if spec.lightgbm else None)
+        if spec.combined is not None and isinstance(kwargs.value, Mapping):
+            try:
+                pairs, notes = spec.combined(kwargs, spec.args)
+            except _Refuse as exc:
+                self.refused(exc, kwargs)
+            else:
+                self.set(pairs)
+                self.out.notes.extend(notes)
         if spec.lightgbm:
             self.out.lightgbm = True
             if not seed_given[0]:

@@ -21,7 +21,7 @@ from app.run import validate_jobs
 from tests.small_specs import QUICK_LGBM, SEGMENTS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "data" / "qlib_yaml"
-TRANSLATED = ["lightgbm_alpha158", "double_ensemble_alpha158", "gru_alpha158"]
+TRANSLATED = ["lightgbm_alpha158", "double_ensemble_alpha158", "gru_alpha158", "mlp_alpha158"]
 SEEDS = [f"+model.{k}={v}" for k, v in LIGHTGBM_DEFAULT_SEEDS.items()]
 
 
@@ -118,6 +118,7 @@ def test_gru_benchmark_translates_windows_processors_and_label(csi300_store: Pat
     assert (model["d_feat"], model["lr"], model["early_stop"], model["batch_size"], model["n_epochs"]) == (
         20, 2e-4, 10, 800, 200)  # fmt: skip
     assert (model["device"], model["num_workers"], model["time_series"], model["clip_value"]) == ("auto", 20, True, 3.0)
+    assert model["batching"] == "qlib"  # Qlib's shuffles and dropout draws: Qlib's weights given the same seed
     handler = body["dataset"]["handler"]
     assert handler["features"]["label"] == {"LABEL0": "Ref($close, -2) / Ref($close, -1) - 1"}
     filter_col, robust, fillna = handler["infer_processors"]
@@ -129,36 +130,77 @@ def test_gru_benchmark_translates_windows_processors_and_label(csi300_store: Pat
     assert handler["learn_processors"][1] == {"_target_": "app.dataset.processors.CSRankNorm", "fields_group": "label"}
 
 
-def test_mlp_benchmark_is_refused_in_one_line_naming_each_setting(capsys: pytest.CaptureFixture[str]) -> None:
-    path = CONFIGS / "mlp_alpha158.yaml"
-    assert main([str(path)]) == 2
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and err.startswith(f"error: {path}: 6 settings qtrain does not implement")
-    handler = "task.dataset.kwargs.handler.kwargs"
-    for where in (
-        f"line {_line(path, 'DropCol')} {handler}.infer_processors[0].class: processor DropCol",
-        f"line {_line(path, 'CSZFillna')} {handler}.infer_processors[1].class: processor CSZFillna",
-        f"line {_line(path, 'DropnaProcessor')} {handler}.learn_processors[1].class: processor DropnaProcessor",
-        f"line {_line(path, 'process_type')} {handler}.process_type: 'independent' is not implemented",
-        f"line {_line(path, 'max_steps')} task.model.kwargs.max_steps: not implemented by qtrain: qtrain's MLP "
-        "trains in epochs",
-    ):
-        assert where in err
-    assert "(qtrain's processors: DropnaLabel, CSZScoreNorm" in err
-
-
-def test_mlp_model_translates_once_the_unimplemented_settings_are_gone(csi300_store: Path) -> None:
-    doc = load((CONFIGS / "mlp_alpha158.yaml").read_text())
-    del doc["task"]["model"]["kwargs"]["max_steps"]
-    for key in ("infer_processors", "learn_processors", "process_type"):
-        del doc["data_handler_config"][key]  # Alpha158's own processors then
-    translation = translate(doc)
-    assert any(n.startswith("DNNModelPytorch trains max_steps") for n in translation.notes)
-    body = _spec([*translation.overrides, f"data.store.root={csi300_store}"])
+def test_mlp_benchmark_translates_steps_processors_and_process_type(csi300_store: Path) -> None:
+    translation = translate_file(CONFIGS / "mlp_alpha158.yaml")
+    overrides = list(translation.overrides)
+    assert "model=mlp" in overrides and "+dataset.handler.process_type=independent" in overrides
+    assert any(n.startswith("DNNModelPytorch seeds nothing") for n in translation.notes)
+    assert not any("not a multiple" in n for n in translation.notes)  # 8000 = 400 x 20
+    body = _spec([*overrides, f"data.store.root={csi300_store}"])
     model = body["model"]
     assert model["_target_"] == "app.models.mlp.MLPModel" and (model["d_feat"], model["hidden_sizes"]) == (157, [256])
     assert (model["lr"], model["optimizer"], model["batch_size"], model["weight_decay"]) == (0.002, "adam", 8192, 2e-4)
-    assert (model["dropout"], model["device"], model["n_epochs"]) == (0.05, "auto", 130)
+    assert (model["dropout"], model["device"], model["clip_value"]) == (0.05, "auto", None)
+    # max_steps=8000 random batches evaluated every 20 (Qlib's default), early stop after 50 evaluations without
+    # improvement, lr halved after 10 (Qlib's default scheduler): 400 epochs of 20 of Qlib's batches
+    assert (model["batching"], model["eval_steps"], model["n_epochs"]) == ("qlib", 20, 400)
+    assert (model["early_stop"], model["lr_patience"]) == (50, 10)
+    handler = body["dataset"]["handler"]
+    assert handler["process_type"] == "independent"
+    drop = {"_target_": "app.dataset.processors.DropCol", "col_list": ["VWAP0"]}
+    assert handler["infer_processors"] == [
+        drop, {"_target_": "app.dataset.processors.CSZFillna", "fields_group": "feature"}
+    ]  # fmt: skip
+    assert handler["learn_processors"] == [
+        drop, {"_target_": "app.dataset.processors.DropnaProcessor", "fields_group": "feature"},
+        {"_target_": "app.dataset.processors.DropnaLabel"},
+        {"_target_": "app.dataset.processors.CSZScoreNorm", "fields_group": "label"},
+    ]  # fmt: skip
+    assert body["dataset"]["step_len"] is None
+
+
+@pytest.mark.parametrize(
+    ("steps", "epochs", "eval_steps", "note"),
+    [({"max_steps": 300}, 15, 20, None),  # Qlib's default eval_steps
+     ({"max_steps": 1010, "eval_steps": 100}, 10, 100,
+      "max_steps=1010 is not a multiple of eval_steps=100: qtrain trains 10 epochs of 100 steps (1000 steps); "
+      "Qlib's last 10 steps and the evaluation after them are not made"),
+     ({"max_steps": 7, "eval_steps": 20}, 1, 7, None)],  # Qlib evaluates once, at step 7: one epoch of 7 steps
+)  # fmt: skip
+def test_mlp_steps_become_epochs_of_eval_steps_batches(
+    steps: dict[str, int], epochs: int, eval_steps: int, note: str | None
+) -> None:
+    doc = load((CONFIGS / "mlp_alpha158.yaml").read_text())
+    kwargs = doc["task"]["model"]["kwargs"]
+    del kwargs["max_steps"]
+    kwargs.update(steps)
+    translation = translate(doc)
+    assert f"model.n_epochs={epochs}" in translation.overrides
+    assert f"model.eval_steps={eval_steps}" in translation.overrides or eval_steps == 20  # 20: the preset's
+    assert [n for n in translation.notes if "not a multiple" in n] == ([] if note is None else [note])
+
+
+def test_what_qtrain_lacks_of_the_mlp_layout_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (CONFIGS / "mlp_alpha158.yaml").read_text()
+    text = text.replace('"class" : "CSZFillna"', '"class" : "TanhProcess"').replace("max_steps: 8000", "max_steps: 0")
+    text = text.replace('process_type: "independent"', 'process_type: "shared"\n    shared_processors: [ProcessInf]')
+    path = tmp_path / "mlp.yaml"
+    path.write_text(text.replace("data_parall", "x").replace("GPU: 0", "GPU: 0\n            data_parall: true"))
+    assert main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith(f"error: {path}: 5 settings qtrain does not implement")
+    handler = "task.dataset.kwargs.handler.kwargs"
+    for where in (
+        f"line {_line(path, 'TanhProcess')} {handler}.infer_processors[1].class: processor TanhProcess",
+        f"line {_line(path, 'process_type')} {handler}.process_type: 'shared' is not a process type of Qlib's",
+        f"line {_line(path, 'shared_processors')} {handler}.shared_processors: ['ProcessInf'] is not implemented",
+        f"line {_line(path, 'max_steps')} task.model.kwargs.max_steps: max_steps=0: qtrain takes a whole number",
+        f"line {_line(path, 'data_parall')} task.model.kwargs.data_parall: True is not implemented by qtrain",
+    ):
+        assert where in err
+    assert "(qtrain's processors: DropnaLabel, DropnaProcessor, DropCol, CSZFillna, CSZScoreNorm" in err
 
 
 def test_qlib_defaults_fill_what_the_file_leaves_unset() -> None:
@@ -307,6 +349,34 @@ def test_the_lightgbm_benchmark_config_runs_end_to_end(tmp_path: Path) -> None:
     assert (params["params.data.market"], params["params.model.num_threads"]) == ("synth", "1")
     assert json.loads(params["params.dataset.segments.test"].replace("'", '"')) == ["2016-01-04", "2016-05-31"]
     assert "metrics.1day.excess_return_with_cost.annualized_return" in runs
+
+
+@pytest.mark.slow
+def test_the_mlp_benchmark_config_runs_end_to_end(tmp_path: Path) -> None:
+    """DropCol, CSZFillna and DropnaProcessor on Alpha158, the independent views and Qlib's batches, through a run."""
+    from app.tracking.manager import ExpManager
+
+    market = tmp_path / "market"
+    write_synth_market(market, SynthSpec(instruments=25, days=360, seed=8))
+    fit = ["dataset.handler.start_time=2015-01-05", "dataset.handler.end_time=2016-05-31",
+           "dataset.handler.fit_start_time=2015-01-05", "dataset.handler.fit_end_time=2015-10-30",
+           "record.port_ana.config.start=2016-01-04", "record.port_ana.config.end=2016-05-31"]  # fmt: skip
+    quick = ["model.n_epochs=3", "model.eval_steps=4", "model.batch_size=256", "model.device=cpu",
+             "record.port_ana.config.topk=5", "record.port_ana.config.n_drop=1"]  # fmt: skip
+    extra = [f"data.store.root={market}", "data.market=synth", SEGMENTS, *fit, *quick]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QTRAIN_", "MLFLOW_"))}
+    qtrain = Path(sys.executable).with_name("qtrain")
+    out = subprocess.run(
+        [str(qtrain), "qlib", str(CONFIGS / "mlp_alpha158.yaml"), "--run", *extra],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "finished" in out.stdout and "Rank IC" in out.stdout
+    runs = ExpManager(f"sqlite:///{tmp_path / 'mlflow.db'}").search_records(["workflow"])
+    assert list(runs["status"]) == ["FINISHED"]
+    params = runs.iloc[0]
+    assert (params["params.model.batching"], params["params.model.d_feat"]) == ("qlib", "157")  # VWAP0 dropped
+    assert params["params.dataset.handler.process_type"] == "independent"
 
 
 @pytest.mark.qlib
