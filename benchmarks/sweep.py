@@ -1,7 +1,8 @@
 """An 8-task LightGBM Alpha158 seed sweep on the sample market: qtrain (one process; 1 and 2 Celery workers) vs
 pyqlib 0.9.7's TrainerR, side by side in one run.
 
-Usage: python benchmarks/sweep.py [--tasks 8] [--instruments 100] [--days 1500] [--skip-qlib] [--skip-celery]
+Usage: python benchmarks/sweep.py [--tasks 8] [--instruments 100] [--days 1500] [--repeat 3] [--skip-qlib]
+       [--skip-celery]
 
 Every side trains the same tasks: the default `qtrain run` config (Qlib's LightGBM Alpha158 benchmark: DatasetH,
 LGBModel parameters, Signal/SigAna/PortAna records) with seeds 0..N-1, on one sample market
@@ -17,7 +18,9 @@ qtrain once per sweep) and a tracking store that exists; numba's kernels are com
 
 Per-job overhead = what a job costs beyond LightGBM's boosting (metric `time_boost_s` of each run): for one
 process, each job's share of the wall time between its `[sweep k/N]` line and the next; for workers, each run's
-MLflow duration. Prints figures and ratios; asserts nothing.
+MLflow duration. qtrain's sweeps run ``--repeat`` times (each one-process repeat from no features again, each
+Celery repeat under a new experiment on the same warm workers) and the figures are medians: on a shared 2-core VM
+one sweep's wall time moves by ±30 % from one minute to the next. Prints figures and ratios; asserts nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -149,6 +153,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=8)
     parser.add_argument("--instruments", type=int, default=100)
     parser.add_argument("--days", type=int, default=1500)
+    parser.add_argument("--repeat", type=int, default=3, help="qtrain sweeps per side; figures are medians")
     parser.add_argument("--skip-qlib", action="store_true")
     parser.add_argument("--skip-celery", action="store_true")
     parser.add_argument("--threads", type=int, default=0, help="LightGBM threads, one process and Qlib (0: all)")
@@ -168,15 +173,25 @@ def main() -> None:
         print(f"sweep of {len(seeds)} LightGBM Alpha158 tasks (seeds 0..{len(seeds) - 1}) on "
               f"{args.instruments} x {args.days}; load {load:.2f} at the start")  # fmt: skip
 
-        local = qtrain_sweep(env, work, seeds, "bench_local", args.threads)
-        local_runs = runs(env, "bench_local")
-        overhead = per_job_overhead_local(local, local_runs)
-        boost = sum(r["boost"] for r in local_runs)
+        local_walls, overheads, firsts, boosts = [], [], [], []
+        for rep in range(args.repeat):
+            shutil.rmtree(work / ".qtrain" / "cache", ignore_errors=True)  # every repeat computes the features
+            local = qtrain_sweep(env, work, seeds, f"bench_local{rep}", args.threads)
+            local_runs = runs(env, f"bench_local{rep}")
+            overhead = per_job_overhead_local(local, local_runs)
+            local_walls.append(local["wall"])
+            overheads.append(med(overhead[1:]))
+            firsts.append(overhead[0])
+            boosts.append(sum(r["boost"] for r in local_runs))
+            print(f"  one process, repeat {rep + 1}: {local['wall']:.1f} s, per-job overhead median "
+                  f"{overheads[-1]:.2f} s", flush=True)  # fmt: skip
+        local_wall = med(local_walls)
         threads = f"{args.threads} thread(s)" if args.threads else "all cores"
-        print(f"qtrain, one process, LightGBM on {threads}: {local['wall']:6.1f} s\n"
-              f"  (boosting {boost:5.1f} s; per-job overhead median "
-              f"{med(overhead[1:]):.2f} s after the first, first job {overhead[0]:.2f} s incl. start and features; "
-              f"amortised {(local['wall'] - boost) / len(seeds):.2f} s)")  # fmt: skip
+        print(f"qtrain, one process, LightGBM on {threads}: {local_wall:6.1f} s (median of {args.repeat})\n"
+              f"  (boosting {med(boosts):5.1f} s; per-job overhead median "
+              f"{med(overheads):.2f} s after the first (repeats: {', '.join(f'{o:.2f}' for o in overheads)}), "
+              f"first job {med(firsts):.2f} s incl. start and features; "
+              f"amortised {(local_wall - med(boosts)) / len(seeds):.2f} s)")  # fmt: skip
 
         walls: dict[int, float] = {}
         if not args.skip_celery:
@@ -185,13 +200,15 @@ def main() -> None:
                 for count in (1, 2):
                     for i in range(count):
                         workers.start(f"bench{count}-{i}")
-                    name = f"bench_celery{count}"
-                    sweep = qtrain_sweep(env, work, seeds, name, 1, "hydra/launcher=celery")
-                    walls[count] = sweep["wall"]
-                    rs = runs(env, name)
-                    task_over = [r["duration"] - r["boost"] for r in rs]
+                    sweeps, task_over = [], []
+                    for rep in range(args.repeat):
+                        name = f"bench_celery{count}_{rep}"
+                        sweeps.append(qtrain_sweep(env, work, seeds, name, 1, "hydra/launcher=celery")["wall"])
+                        task_over += [r["duration"] - r["boost"] for r in runs(env, name)]
+                    walls[count] = med(sweeps)
                     plural = "s" if count > 1 else ""
-                    print(f"qtrain, {count} worker{plural} (-c 1, LightGBM on 1 thread): {sweep['wall']:6.1f} s\n"
+                    print(f"qtrain, {count} worker{plural} (-c 1, LightGBM on 1 thread): {walls[count]:6.1f} s "
+                          f"(median; repeats {', '.join(f'{w:.1f}' for w in sweeps)})\n"
                           f"  (per-task overhead beyond boosting: median {med(task_over):.2f} s)")  # fmt: skip
                     workers.stop()
             finally:
@@ -205,7 +222,7 @@ def main() -> None:
             print(f"Qlib 0.9.7 TrainerR, LightGBM on {threads}: {ref['wall']:6.1f} s\n"
                   f"  (qlib.init {ref['import_init_s']:.1f} s, "
                   f"{ref['train_s'] / len(seeds):.1f} s per task)")  # fmt: skip
-            print(f"qtrain one process vs Qlib TrainerR: {ref['wall'] / local['wall']:.1f}x faster")
+            print(f"qtrain one process vs Qlib TrainerR: {ref['wall'] / local_wall:.1f}x faster")
             if walls:
                 print(f"qtrain 2 workers vs Qlib TrainerR  : {ref['wall'] / walls[2]:.1f}x faster")
             for q, r in zip(ref["tasks"], local_runs, strict=True):

@@ -21,6 +21,7 @@ from app.data.store import QlibStore
 from app.dataset.dataset import Dataset
 from app.errors import ConfigError
 from app.evaluation.backtest import BacktestConfig, run_backtest
+from app.evaluation.drawing import draw
 from app.evaluation.plots import excess_return_figure, ic_figure, quantile_figure
 from app.evaluation.risk import portfolio_metrics
 from app.evaluation.signal import daily_ic, quantile_returns, signal_metrics
@@ -58,15 +59,16 @@ class RecordContext:
         if self.plots is not None:
             self.plots.add(artifact_path, makers)
         else:
-            self.recorder.save_objects(artifact_path=artifact_path, **{k: make() for k, make in makers.items()})
+            self.recorder.save_objects(artifact_path=artifact_path, **draw(dict(makers)))
 
 
 class PlotQueue:
     """Figures of one run to be drawn and uploaded after its records (one upload, off the job's path).
 
     Drawing the three record figures costs about as much as all the records' maths; :meth:`draw_in_background`
-    hands them to one process-wide drawing thread, so the next job's boosting (which releases the GIL) runs while
-    they are drawn. Pending figures are finished before the process exits; :func:`wait_for_plots` waits earlier.
+    hands them to one process-wide drawing thread, so the next job runs while they are drawn (in a local sweep
+    the thread has them drawn in a separate low-priority process, see :mod:`app.evaluation.drawing`). Pending
+    figures are finished before the process exits; :func:`wait_for_plots` waits earlier.
     """
 
     def __init__(self) -> None:
@@ -79,7 +81,7 @@ class PlotQueue:
         """Draw every queued figure and upload them to ``recorder``'s run in one go."""
         with recorder.deferred_artifacts():
             for artifact_path, makers in self._items:
-                recorder.save_objects(artifact_path=artifact_path, **{k: make() for k, make in makers.items()})
+                recorder.save_objects(artifact_path=artifact_path, **draw(dict(makers)))
         self._items.clear()
 
     def draw_in_background(self, recorder: Any) -> Future[None]:
@@ -176,7 +178,9 @@ class SigAnaRecord:
         quantiles = quantile_returns(pred, label)
         ctx.recorder.save_objects(artifact_path="sig_analysis", ic=analysis.ic, quantile_returns=quantiles)
         ctx.save_plots(
-            "sig_analysis", ic_plot=lambda: ic_figure(analysis.ic), quantile_plot=lambda: quantile_figure(quantiles)
+            "sig_analysis",
+            ic_plot=functools.partial(ic_figure, analysis.ic),
+            quantile_plot=functools.partial(quantile_figure, quantiles),
         )
         return analysis.metrics
 
@@ -200,5 +204,7 @@ class PortAnaRecord:
             positions_normal_1day=analysis.positions,
             port_analysis_1day=analysis.metrics,
         )
-        ctx.save_plots("portfolio_analysis", excess_return_plot=lambda: excess_return_figure(analysis.report))
+        ctx.save_plots(
+            "portfolio_analysis", excess_return_plot=functools.partial(excess_return_figure, analysis.report)
+        )
         return analysis.metrics

@@ -10,9 +10,10 @@ No ``from __future__ import annotations`` here: Hydra imports plugin modules wit
 """
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra.core.config_store import ConfigStore
@@ -34,6 +35,8 @@ class LocalLauncher(BasicLauncher):
     """Runs the jobs one after another in this process, each on its validated config."""
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from app.evaluation.drawing import use_drawing_process
+        from app.evaluation.records import wait_for_plots
         from app.run import job_config
 
         setup_globals()
@@ -41,6 +44,18 @@ class LocalLauncher(BasicLauncher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         log.info(f"Launching {len(job_overrides)} jobs locally")
+        use_drawing_process()  # a job's figures are drawn while the next job runs, without holding its GIL
+        try:
+            returns = self._run_jobs(job_overrides, initial_job_idx, job_config)
+        finally:
+            wait_for_plots()
+            use_drawing_process(False)  # and the drawing process stops
+        return returns
+
+    def _run_jobs(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int, job_config: Callable[..., Any]
+    ) -> list[JobReturn]:
+        assert self.hydra_context is not None and self.config is not None and self.task_function is not None
         returns = []
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")

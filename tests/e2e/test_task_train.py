@@ -154,3 +154,55 @@ def test_figures_drawn_later_land_in_the_run(market: Path, tmp_path: Path) -> No
     png = recorder.load_object("sig_analysis/ic_plot.png")
     assert isinstance(png, bytes) and png.startswith(b"\x89PNG")
     assert recorder.status == "FINISHED"
+
+
+def test_figures_drawn_in_the_drawing_process_are_the_same_pngs(market: Path, tmp_path: Path) -> None:
+    from app.evaluation import drawing
+    from app.evaluation.records import wait_for_plots
+
+    manager = ExpManager(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts")
+    spec = TaskSpec.from_mapping(_spec(market))
+    figures = ["sig_analysis/ic_plot.png", "sig_analysis/quantile_plot.png", "portfolio_analysis/excess_return_plot.png"]
+    pngs = {}
+    for in_process in (False, True):
+        drawing.use_drawing_process(in_process)
+        try:
+            trainer = TrainerR(manager, build_components, experiment_name="drawn", draw_plots_later=True)
+            run_id = trainer.train([spec])[0].run_id
+            wait_for_plots()
+            if in_process:
+                assert drawing._state["pool"] is not None  # the figures really went to the child
+        finally:
+            drawing.use_drawing_process(False)
+        recorder = manager.get_recorder(run_id)
+        pngs[in_process] = [recorder.load_object(name) for name in figures]
+    assert drawing._state["pool"] is None
+    assert all(isinstance(png, bytes) and png.startswith(b"\x89PNG") for png in pngs[True])
+    assert pngs[True] == pngs[False]
+
+
+def test_with_the_store_open_the_run_is_created_on_a_thread_and_gets_every_call(
+    market: Path, tmp_path: Path
+) -> None:
+    import threading
+
+    manager = ExpManager(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts")
+    real_start = manager.start
+    threads: list[str] = []
+
+    def noting_start(**kwargs: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return real_start(**kwargs)
+
+    manager.start = noting_start  # type: ignore[method-assign]
+    spec = TaskSpec.from_mapping(_spec(market))
+    result = task_train(spec, build_components(spec), manager, experiment_name="early")
+    assert threads == ["qtrain-run-open"]
+    recorder = manager.get_recorder(result.run_id)
+    assert recorder.status == "FINISHED" and recorder.list_tags()["qtrain.stage"] == "done"
+    assert {"time_data_s", "time_fit_s", "time_records_s", "valid.l2", "IC"} <= set(recorder.list_metrics())
+    assert recorder.list_tags()["model"] == "lgbm" and recorder.list_params()["model.num_leaves"] == "15"
+    # with a callback for the run id (the task pool's), the run is created on the caller's thread
+    threads.clear()
+    task_train(spec, build_components(spec), manager, experiment_name="early", on_run=lambda run_id: None)
+    assert threads == ["MainThread"]
