@@ -69,7 +69,11 @@ def _preload(**_: Any) -> None:
 
 @signals.worker_process_init.connect  # type: ignore[untyped-decorator]
 def _limit_threads(**_: Any) -> None:
-    """Each pool child uses ``QTRAIN_WORKER_THREADS`` threads (torch otherwise takes every core per process)."""
+    """Each pool child uses ``QTRAIN_WORKER_THREADS`` threads (torch otherwise takes every core per process) and
+    draws its tasks' figures in a low-priority process of its own (not on a thread holding the next task's GIL)."""
+    from app.evaluation.drawing import use_drawing_process
+
+    use_drawing_process()
     threads = get_settings().worker_threads
     if threads:
         import torch
@@ -80,9 +84,11 @@ def _limit_threads(**_: Any) -> None:
 @signals.worker_process_shutdown.connect  # type: ignore[untyped-decorator]
 def _finish_plots(**_: Any) -> None:
     """A pool child's last runs keep their figures: wait for the drawing thread before the child exits."""
+    from app.evaluation.drawing import use_drawing_process
     from app.evaluation.records import wait_for_plots
 
     wait_for_plots()
+    use_drawing_process(False)  # and its drawing process stops
 
 
 @signals.worker_ready.connect  # type: ignore[untyped-decorator]

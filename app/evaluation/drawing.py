@@ -6,7 +6,8 @@ an 8-job sweep took ~6 s longer with the figures than without. :func:`use_drawin
 launcher calls it) moves the drawing into one spawned child at ``nice`` +10, which only takes CPU the jobs leave
 idle; the figures come back as PNG bytes, identical to those drawn in this process, and are uploaded here.
 
-A Celery pool child keeps the thread: daemonic pool processes may not start children of their own.
+Celery pool children (``app.celery``) draw in a process of their own too: on a worker, the figures of a task
+are drawn after its result is recorded, with whatever CPU the next task leaves.
 """
 
 from __future__ import annotations

@@ -162,7 +162,11 @@ def test_figures_drawn_in_the_drawing_process_are_the_same_pngs(market: Path, tm
 
     manager = ExpManager(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts")
     spec = TaskSpec.from_mapping(_spec(market))
-    figures = ["sig_analysis/ic_plot.png", "sig_analysis/quantile_plot.png", "portfolio_analysis/excess_return_plot.png"]
+    figures = [
+        "sig_analysis/ic_plot.png",
+        "sig_analysis/quantile_plot.png",
+        "portfolio_analysis/excess_return_plot.png",
+    ]
     pngs = {}
     for in_process in (False, True):
         drawing.use_drawing_process(in_process)
@@ -181,9 +185,7 @@ def test_figures_drawn_in_the_drawing_process_are_the_same_pngs(market: Path, tm
     assert pngs[True] == pngs[False]
 
 
-def test_with_the_store_open_the_run_is_created_on_a_thread_and_gets_every_call(
-    market: Path, tmp_path: Path
-) -> None:
+def test_with_the_store_open_the_run_is_created_on_a_thread_and_gets_every_call(market: Path, tmp_path: Path) -> None:
     import threading
 
     manager = ExpManager(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts")
