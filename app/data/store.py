@@ -32,7 +32,7 @@ class QlibStore:
     def calendar(self) -> pd.DatetimeIndex:
         """Every trading day of the store, ascending."""
         if self._calendar is None:
-            self._calendar = _read_calendar(self.root / "calendars" / f"{self.freq}.txt")
+            self._calendar = read_calendar(self.root / "calendars" / f"{self.freq}.txt")
         return self._calendar
 
     def markets(self) -> list[str]:
@@ -68,7 +68,7 @@ class QlibStore:
         An absent field file gives an empty series, as in Qlib.
         """
         cal = self.calendar()
-        path = self._feature_dir(symbol) / f"{field.lower()}.{self.freq}.bin"
+        path = self.feature_path(symbol, field)
         if not path.is_file():
             return pd.Series(dtype=np.float32, name=field)
         start, values = read_bin(path, len(cal))
@@ -99,9 +99,8 @@ class QlibStore:
         first = np.full(n, np.iinfo(np.int64).max // 2, dtype=np.int64)
         last = np.full(n, np.iinfo(np.int64).min // 2, dtype=np.int64)
         for col, symbol in enumerate(symbols):
-            folder = self._feature_dir(symbol)
             for field in fields:
-                path = folder / f"{field.lower()}.{self.freq}.bin"
+                path = self.feature_path(symbol, field)
                 if not path.is_file():
                     continue
                 s0, data = read_bin(path, len(cal))
@@ -165,11 +164,20 @@ class QlibStore:
             )
         return symbols, None
 
+    def feature_path(self, symbol: str, field: str) -> Path:
+        """Where one field of one instrument is stored: ``features/<symbol>/<field>.<freq>.bin`` (lower-case)."""
+        return self._feature_dir(symbol) / f"{field.lower()}.{self.freq}.bin"
+
     def _feature_dir(self, symbol: str) -> Path:
         return self.root / "features" / symbol.lower()
 
 
-def _read_calendar(path: Path) -> pd.DatetimeIndex:
+def read_calendar(path: Path) -> pd.DatetimeIndex:
+    """Parse a calendar file (one date a line, strictly increasing).
+
+    Raises:
+        StoreFormatError: the file is absent or empty, a date does not parse, or dates are not increasing.
+    """
     if not path.is_file():
         raise StoreFormatError(
             f"{path} not found: {path.parent.parent} is not a market store in Qlib's layout. "
