@@ -57,13 +57,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
         debug = settings.debug
-        args.func(args, settings)
+        status = args.func(args, settings)
     except QtrainError as exc:
         if debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    return int(status or 0)  # a command returns a status only when it can fail without an error (data check)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -113,7 +113,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_pool_commands(commands)
 
-    data = commands.add_parser("data", help="market data: import, synth, info")
+    data = commands.add_parser("data", help="market data: import, synth, features, info, check")
     data_cmds = data.add_subparsers(title="data commands", metavar="COMMAND")
 
     imp = data_cmds.add_parser("import", help="import CSV/Parquet bars into a store in Qlib's layout")
@@ -161,6 +161,14 @@ def _parser() -> argparse.ArgumentParser:
     info = data_cmds.add_parser("info", help="describe a store: calendar, markets, fields")
     info.add_argument("--data", type=Path, default=None, help="store directory (default: QTRAIN_DATA_DIR)")
     info.set_defaults(func=_data_info)
+
+    check = data_cmds.add_parser("check", help="verify a whole store: calendar, instruments, every feature file")
+    check.add_argument(
+        "--data-dir", "--data", dest="data", type=Path, default=None, help="store directory (default: QTRAIN_DATA_DIR)"
+    )
+    check.add_argument("--values", action="store_true", help="also read every value (NaN-only files are warned of)")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.set_defaults(func=_data_check)
     return parser
 
 
@@ -322,6 +330,16 @@ def _data_info(args: argparse.Namespace, settings: Settings) -> None:
     from app.data.describe import describe_store
 
     print(describe_store(args.data or settings.data_dir))
+
+
+def _data_check(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+
+    from app.data.check import check_store
+
+    report = check_store(args.data or settings.data_dir, read_values=args.values)
+    print(json.dumps(report.to_json(), indent=2) if args.json else "\n".join(report.lines()))
+    return 1 if report.problems else 0
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> None:

@@ -158,4 +158,29 @@ def build_components(spec: Any) -> Any:
         components.dataset.check(components.store)
     except (ConfigError, DataError) as exc:
         raise type(exc)(f"dataset.{exc} (the market and segments come from data.market and data.segments)") from None
+    check_job_files(components)
     return components
+
+
+def check_job_files(components: Any) -> None:
+    """Refuse a job whose feature files are cut short or do not fit the calendar, before anything is queued.
+
+    Checks the files the dataset and the backtest records will read, by their size and 4-byte start index.
+
+    Raises:
+        StoreFormatError: a file is broken; the message names it and how to repair it.
+    """
+    from app.data.check import check_feature_files
+    from app.evaluation.backtest import BacktestConfig
+
+    store, handler = components.store, components.dataset.handler
+    fields = handler.fields()
+    files = {(symbol, name) for symbol in store.instruments(handler.market) for name in fields}
+    for record in components.records:
+        config = getattr(record, "config", None)
+        if isinstance(config, BacktestConfig) and "all" in store.markets():
+            # what app.evaluation.exchange.load_quote reads of the universe, and of a benchmark outside it
+            names = {config.deal_price.lstrip("$"), "close", "factor", "change"}
+            files |= {(symbol, name) for symbol in store.instruments("all") for name in names}
+            files |= {(config.benchmark, "close")} if config.benchmark else set()
+    check_feature_files(store, files)

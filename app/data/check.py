@@ -25,8 +25,8 @@ from app.errors import StoreFormatError
 Level = Literal["problem", "warning"]
 
 
-def check_feature_files(store: QlibStore, symbols: Iterable[str], fields: Iterable[str]) -> None:
-    """Refuse feature files of ``symbols`` × ``fields`` that are cut short or do not fit the calendar.
+def check_feature_files(store: QlibStore, files: Iterable[tuple[str, str]]) -> None:
+    """Refuse the feature files ``(symbol, field)`` of ``files`` that are cut short or do not fit the calendar.
 
     An absent file is fine (Qlib reads it as an empty series). Only sizes and start indexes are read.
 
@@ -35,20 +35,18 @@ def check_feature_files(store: QlibStore, symbols: Iterable[str], fields: Iterab
             or holds more values than the calendar has from its start; the first such file is named.
     """
     days = len(store.calendar())
-    wanted = [f"{name.lower()}.{store.freq}.bin" for name in sorted(set(fields))]
     features = os.path.join(store.root, "features")
     broken: list[tuple[Path, str]] = []
-    for symbol in sorted(set(symbols)):
-        folder = os.path.join(features, symbol.lower())  # QlibStore.feature_path's layout; str joins cost half
-        for name in wanted:
-            path = os.path.join(folder, name)
-            try:
-                size, start = read_bin_header(path)
-            except FileNotFoundError:
-                continue
-            problem = bin_problem(size, start, days)
-            if problem is not None:
-                broken.append((Path(path), problem))
+    for symbol, name in sorted({(s.lower(), f.lower()) for s, f in files}):
+        # QlibStore.feature_path's layout, joined as strings: Path objects would double the cost
+        path = os.path.join(features, symbol, f"{name}.{store.freq}.bin")
+        try:
+            size, start = read_bin_header(path)
+        except FileNotFoundError:
+            continue
+        problem = bin_problem(size, start, days)
+        if problem is not None:
+            broken.append((Path(path), problem))
     if broken:
         first, problem = broken[0]
         try:

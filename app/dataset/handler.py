@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -20,6 +21,7 @@ from app.features.handlers import FeatureSet
 
 log = logging.getLogger(__name__)
 
+_FIELD = re.compile(r"\$(\w+)")
 CACHE_FORMAT = 2  # bump when feature or processor semantics change, so old cache entries miss (2: pandas 3.1 rules)
 
 
@@ -40,6 +42,13 @@ class DataHandler:
     infer_processors: Sequence[Processor] = ()
     learn_processors: Sequence[Processor] = ()
     process_type: ProcessType = "append"
+
+    def fields(self) -> set[str]:
+        """The stored fields (lower-case, without ``$``) the feature and label expressions read."""
+        # The parser's $field token: the FeatureSet parsed every expression when it was built, and parsing
+        # Alpha158 again would cost ~10 ms of each job's validation (this scan: ~1 ms).
+        pairs = (*self.features.features, *self.features.labels)
+        return {name.lower() for _, text in pairs for name in _FIELD.findall(text)}
 
     def raw_key(self, store: QlibStore) -> dict[str, object]:
         """What the raw frame depends on: store contents, expressions, market and dates."""

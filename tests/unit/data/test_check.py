@@ -47,7 +47,7 @@ def _bin(root: Path, symbol: str, field: str) -> Path:
 
 def _job_check(root: Path, fields: tuple[str, ...] = ("close", "open")) -> None:
     store = QlibStore(root)
-    check_feature_files(store, store.instruments("all"), fields)
+    check_feature_files(store, [(symbol, name) for symbol in store.instruments("all") for name in fields])
 
 
 @pytest.mark.parametrize(
