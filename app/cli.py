@@ -164,7 +164,13 @@ def _parser() -> argparse.ArgumentParser:
 
     check = data_cmds.add_parser("check", help="verify a whole store: calendar, instruments, every feature file")
     check.add_argument(
-        "--data-dir", "--data", dest="data", type=Path, default=None, help="store directory (default: QTRAIN_DATA_DIR)"
+        "--data-dir",
+        "--data",
+        dest="data",
+        metavar="DIR",
+        type=Path,
+        default=None,
+        help="store directory (default: QTRAIN_DATA_DIR)",
     )
     check.add_argument("--values", action="store_true", help="also read every value (NaN-only files are warned of)")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
