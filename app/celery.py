@@ -22,6 +22,11 @@ log = logging.getLogger(__name__)
 
 QUEUES = ("gpu", "cpu")
 VISIBILITY_TIMEOUT_S = 7 * 24 * 3600
+# Celery kills a pool child that has not reported UP this long after its fork (default 4 s). A child's start is
+# now the fork and _child_init (no imports), but on a loaded machine even that can take seconds, and the 4 s
+# default killed several replacements in a row there (when child start imported torch); 30 s only catches a
+# child that is really stuck.
+CHILD_START_TIMEOUT_S = 30.0
 
 
 def make_app(settings: Settings) -> Celery:
@@ -51,6 +56,7 @@ def make_app(settings: Settings) -> Celery:
         result_backend_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
         mongodb_backend_settings={"options": {"serverSelectionTimeoutMS": 5000}},  # URI timeouts are mis-scaled
         worker_hijack_root_logger=False,
+        worker_proc_alive_timeout=CHILD_START_TIMEOUT_S,
     )
     return celery
 
@@ -68,17 +74,17 @@ def _preload(**_: Any) -> None:
 
 
 @signals.worker_process_init.connect  # type: ignore[untyped-decorator]
-def _limit_threads(**_: Any) -> None:
-    """Each pool child uses ``QTRAIN_WORKER_THREADS`` threads (torch otherwise takes every core per process) and
-    draws its tasks' figures in a low-priority process of its own (not on a thread holding the next task's GIL)."""
+def _child_init(**_: Any) -> None:
+    """Each pool child draws its tasks' figures in a low-priority process of its own (not on a thread holding the
+    next task's GIL) and uses ``QTRAIN_WORKER_THREADS`` torch threads (torch otherwise takes every core per
+    process). Cheap on purpose: Celery waits for it before the child counts as started, so torch (~2 s to import)
+    is not imported here; its threads are set where a torch model is built (``app.pool_runtime``), or here if
+    it is already loaded."""
     from app.evaluation.drawing import use_drawing_process
+    from app.pool_runtime import limit_torch_threads
 
     use_drawing_process()
-    threads = get_settings().worker_threads
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    limit_torch_threads(get_settings().worker_threads)
 
 
 @signals.worker_process_shutdown.connect  # type: ignore[untyped-decorator]

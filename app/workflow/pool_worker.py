@@ -103,13 +103,7 @@ class PoolWorker:
         return self.pool.finish(task.id, token, {"run_id": outcome.run_id, "metrics": outcome.metrics or {}})
 
     def _failed(self, task: TaskRecord, error: str) -> Outcome:
-        status = self.pool.fail(task.id, task.token or "", error)
-        log.error("task %s attempt %d/%d failed: %s", task.id, task.attempts, task.max_attempts, error)
-        retrying = status in ("waiting", "part_done")
-        now = self.pool.get(task.id)
-        if retrying and self.redispatch is not None:
-            self.redispatch(now)
-        return Outcome("retrying" if retrying else "failed", task.id, str(status), now.run_id, error)
+        return _fail_attempt(self.pool, task, error, self.redispatch)
 
     def _build(self, spec: TaskSpec) -> Components:
         components = self.build(spec)
@@ -137,6 +131,42 @@ class PoolWorker:
             self.manager.client.set_terminated(run_id, status)
         except Exception as exc:  # tracking trouble must not stop the task itself
             log.warning("could not end run %s %s: %s", run_id, status, exc)
+
+
+def fail_unready(
+    pool: TaskPool,
+    pool_name: str,
+    worker: str,
+    error: str,
+    *,
+    task_id: str | None = None,
+    stage: Stage = "train",
+    lease_s: float = DEFAULT_LEASE_S,
+    redispatch: Callable[[TaskRecord], object] | None = None,
+) -> Outcome:
+    """Fail an attempt at ``task_id`` (or the pool's next task) with ``error``: this process cannot run tasks.
+
+    The attempt is claimed first, as any attempt is, so it counts against ``max_attempts`` and the pool keeps
+    the error (the task ends failed with it); a message for a task that is running elsewhere or done claims
+    nothing and changes nothing. Acking the message without a claim would leave the task waiting, its error
+    unrecorded, and the reconcilers re-sending it forever.
+    """
+    task = pool.claim(pool_name, worker, lease_s=lease_s, task_id=task_id, stage=stage)
+    if task is None:
+        return Outcome("skipped", task_id or "", pool.get(task_id).status if task_id else "none")
+    return _fail_attempt(pool, task, error, redispatch)
+
+
+def _fail_attempt(
+    pool: TaskPool, task: TaskRecord, error: str, redispatch: Callable[[TaskRecord], object] | None
+) -> Outcome:
+    status = pool.fail(task.id, task.token or "", error)
+    log.error("task %s attempt %d/%d failed: %s", task.id, task.attempts, task.max_attempts, error)
+    retrying = status in ("waiting", "part_done")
+    now = pool.get(task.id)
+    if retrying and redispatch is not None:
+        redispatch(now)
+    return Outcome("retrying" if retrying else "failed", task.id, str(status), now.run_id, error)
 
 
 class _Heartbeat:

@@ -9,6 +9,8 @@ one. Results come back in task order. The broker is an injected :class:`Broker` 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import socket
 import time
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Protocol
 
 from app.dataset.cache import FeatureCache
-from app.errors import QtrainError
+from app.errors import QtrainError, TaskStoreError
 from app.progress import ProgressBar
 from app.taskpool.base import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS, TaskPool, TaskRecord
 from app.tracking.manager import ExpManager
@@ -31,6 +33,7 @@ from app.workflow.trainer import TrainerR
 log = logging.getLogger(__name__)
 
 DISPATCH_GRACE_S = 10.0  # a message sent this recently counts as live even if a worker already took it
+OUTAGE_MAX_PAUSE_S = 10.0  # the longest pause between retries while the broker or task store is down
 
 
 class Broker(Protocol):
@@ -168,30 +171,58 @@ class TrainerRM(TrainerR):
         final = {"done", "failed", *until}
         started = time.monotonic()
         runner = self._runner()
+        outage = _Outage(self.poll_s)
+        errors: dict[str, str] = {}  # the last attempt error seen per task
+        pending = len(task_ids)
         with ProgressBar(len(task_ids), f"pool {self.pool_name}", unit="tasks") as bar:
             while True:
-                by_id = {t.id: t for t in self.pool.list(self.pool_name)}
-                tasks = [by_id[i] if i in by_id else self.pool.get(i) for i in task_ids]
-                settled = sum(t.status in final for t in tasks)
-                counts = {s: sum(t.status == s for t in tasks) for s in ("waiting", "running", "part_done", "failed")}
-                bar.update(completed=settled, note=" ".join(f"{k} {v}" for k, v in counts.items() if v))
-                failed = [t for t in tasks if t.status == "failed"]
-                if failed and self.fail_fast:
-                    raise QtrainError(f"task {failed[0].id} failed: {failed[0].error}")
-                if settled == len(tasks):
-                    return [_result(t) for t in tasks]
+                try:
+                    tasks = self._poll(task_ids, final, bar, errors)
+                    pending = sum(t.status not in final for t in tasks)
+                    if not pending:
+                        outage.over()
+                        return [_result(t) for t in tasks]
+                    reconcile(self.pool, self.pool_name, self.broker, ends=ends, end_run=runner.end_killed_run)
+                    worked = self.work_locally and runner.run(self.pool_name, stage="end" if ends else "train")
+                except outage_errors() as exc:  # the workers go on without us: ride it out, read the pool later
+                    pause = outage.failed(exc)
+                    bar.update(note=f"{outage.what} unreachable, retrying")
+                else:
+                    outage.over()
+                    pause = 0.0 if worked and worked.action != "skipped" else self.poll_s  # it may take another
                 if self.timeout_s is not None and time.monotonic() - started > self.timeout_s:
                     raise PoolWaitTimeout(
-                        f"{len(tasks) - settled} of {len(tasks)} tasks of pool {self.pool_name} are still pending "
-                        f"after {self.timeout_s:g} s; they stay in the pool (qtrain pool status {self.pool_name})"
+                        f"{pending} of {len(task_ids)} tasks of pool {self.pool_name} are still pending after "
+                        f"{self.timeout_s:g} s; they stay in the pool (qtrain pool status {self.pool_name})"
+                        + "".join(f"; task {i} last failed: {e}" for i, e in list(errors.items())[:3])
+                        + (f"; {outage.what} unreachable for {outage.duration():.0f} s" if outage.since else "")
                     )
-                reconcile(self.pool, self.pool_name, self.broker, ends=ends, end_run=runner.end_killed_run)
-                if (
-                    self.work_locally
-                    and runner.run(self.pool_name, stage="end" if ends else "train").action != "skipped"
-                ):
-                    continue
-                time.sleep(self.poll_s)
+                time.sleep(pause)
+
+    def _poll(
+        self, task_ids: Sequence[str], final: set[str], bar: ProgressBar, errors: dict[str, str]
+    ) -> list[TaskRecord]:
+        """The tasks, read once; updates the bar and logs each new attempt error.
+
+        Raises:
+            QtrainError: a task failed and ``fail_fast``.
+        """
+        by_id = {t.id: t for t in self.pool.list(self.pool_name)}
+        tasks = [by_id[i] if i in by_id else self.pool.get(i) for i in task_ids]
+        for task in tasks:
+            if task.error and errors.get(task.id) != task.error:
+                errors[task.id] = task.error
+                log.warning(
+                    "task %s: an attempt failed (%d of %d made, now %s): %s",
+                    task.id, task.attempts, task.max_attempts, task.status, task.error,
+                )  # fmt: skip
+        settled = sum(t.status in final for t in tasks)
+        counts = {s: sum(t.status == s for t in tasks) for s in ("waiting", "running", "part_done", "failed")}
+        bar.update(completed=settled, note=" ".join(f"{k} {v}" for k, v in counts.items() if v))
+        failed = [t for t in tasks if t.status == "failed"]
+        if failed and self.fail_fast:
+            raise QtrainError(f"task {failed[0].id} failed: {failed[0].error}")
+        return tasks
 
     def _runner(self) -> PoolWorker:
         return PoolWorker(
@@ -218,6 +249,56 @@ class DelayTrainerRM(TrainerRM):
                 send(self.pool, self.broker, task)
             ids.append(task.id)
         return self.wait(ids, ends=True)
+
+
+@functools.cache
+def outage_errors() -> tuple[type[Exception], ...]:
+    """The errors that mean the broker or the task store cannot be reached for now.
+
+    The broker's are those of its Redis client and of kombu (which wraps them when a message is sent), imported
+    only if installed: this module does not depend on them.
+    """
+    errors: list[type[Exception]] = [TaskStoreError, ConnectionError, TimeoutError]
+    with contextlib.suppress(ImportError):
+        import redis.exceptions
+
+        errors += [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError]
+    with contextlib.suppress(ImportError):
+        from kombu.exceptions import OperationalError
+
+        errors.append(OperationalError)
+    return tuple(errors)
+
+
+class _Outage:
+    """One outage of the broker or the task store while waiting: a line when it starts and one when it ends,
+    and the pause before each retry (doubling from ``first_s`` up to ``OUTAGE_MAX_PAUSE_S``)."""
+
+    def __init__(self, first_s: float) -> None:
+        self.first_s = max(first_s, 0.1)
+        self.since: float | None = None
+        self.what = ""
+        self.failures = 0
+
+    def duration(self) -> float:
+        return 0.0 if self.since is None else time.monotonic() - self.since
+
+    def failed(self, exc: Exception) -> float:
+        self.failures += 1
+        if self.since is None:
+            self.since = time.monotonic()
+            service = "task store" if isinstance(exc, TaskStoreError) else getattr(exc, "service", "broker")
+            self.what = f"the {service}"
+            log.warning(
+                "%s is unreachable (%s: %s); still waiting, retrying with backoff (the workers go on)",
+                self.what, type(exc).__name__, exc,
+            )  # fmt: skip
+        return min(self.first_s * 2.0 ** (self.failures - 1), OUTAGE_MAX_PAUSE_S)
+
+    def over(self) -> None:
+        if self.since is not None:
+            log.warning("%s is reachable again after %.0f s; waiting goes on", self.what, self.duration())
+            self.since, self.failures = None, 0
 
 
 def _result(task: TaskRecord) -> TaskResult:

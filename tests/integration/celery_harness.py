@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,8 @@ class Cluster:
     broker_db: int
     env: dict[str, str]
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    redis_url: str = REDIS
+    _log_starts: dict[str, int] = field(default_factory=dict)  # where each worker's latest start begins in its log
 
     @property
     def pool(self) -> TaskPool:
@@ -41,22 +44,35 @@ class Cluster:
         return ExpManager(self.env["MLFLOW_TRACKING_URI"])
 
     def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(f"{REDIS}/{self.broker_db}")
+        return redis.Redis.from_url(f"{self.redis_url}/{self.broker_db}")
 
-    def start_worker(self, name: str, queues: str = "cpu") -> subprocess.Popen[bytes]:
-        log = open(self.work / f"worker-{name}.log", "wb")  # noqa: SIM115 - closed with the process
+    def start_worker(
+        self, name: str, queues: str = "cpu", *, env: Mapping[str, str] | None = None, wait: bool = True
+    ) -> subprocess.Popen[bytes]:
+        """Start ``celery -A app worker`` (one pool child) as ``name``; ``env`` overrides the cluster's settings.
+        With ``wait=False`` it returns at once (see :meth:`wait_ready`); its log is appended to, not replaced."""
+        path = self.work / f"worker-{name}.log"
+        self._log_starts[name] = path.stat().st_size if path.exists() else 0
+        log = open(path, "ab")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
             [str(BIN / "celery"), "-A", "app", "worker", "-Q", queues, "-c", "1", "-n", f"{name}@%h",
              "--without-gossip", "--without-mingle", "-l", "INFO"],
-            cwd=self.work, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=self.work, env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
         )  # fmt: skip
         self.workers[name] = proc
-        deadline = time.monotonic() + 90
-        while b"ready." not in (self.work / f"worker-{name}.log").read_bytes():
+        if wait:
+            self.wait_ready(name)
+        return proc
+
+    def wait_ready(self, name: str, timeout: float = 90) -> None:
+        """Wait until worker ``name``'s latest start logged ``ready.``"""
+        proc, path = self.workers[name], self.work / f"worker-{name}.log"
+        deadline = time.monotonic() + timeout
+        while b"ready." not in path.read_bytes()[self._log_starts[name] :]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"worker {name} did not start:\n{self.worker_log(name)}")
             time.sleep(0.3)
-        return proc
 
     def worker_log(self, name: str) -> str:
         return (self.work / f"worker-{name}.log").read_text(errors="replace")[-6000:]
@@ -76,23 +92,71 @@ class Cluster:
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
 
 
-def make_cluster(work: Path, market: Path, broker_db: int, *, lease_s: float = 6.0) -> Cluster:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nothing listens on (now)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RedisServer:
+    """A redis-server of the caller's own on a free port, without persistence: killing it loses every queue,
+    unacked message and result, as a crashed broker does; :meth:`start` again brings it back empty."""
+
+    work: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20) -> None:
+        self.work.mkdir(parents=True, exist_ok=True)
+        log = open(self.work / "redis.log", "ab")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.work)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        client = redis.Redis(port=self.port, socket_connect_timeout=1)
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(redis.ConnectionError):
+                if client.ping():
+                    return
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"redis-server on port {self.port} did not start: {self.log()}")
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        """SIGKILL the server (no shutdown save) and reap it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+    def log(self) -> str:
+        return (self.work / "redis.log").read_text(errors="replace")[-3000:]
+
+
+def make_cluster(work: Path, market: Path, broker_db: int, *, lease_s: float = 6.0, redis_url: str = REDIS) -> Cluster:
     work.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("QTRAIN_", "MLFLOW_"))}
     env.update(
         QTRAIN_HOME=str(work / ".qtrain"),
         QTRAIN_DATA_DIR=str(market),
-        QTRAIN_BROKER_URL=f"{REDIS}/{broker_db}",
-        QTRAIN_RESULT_BACKEND=f"{REDIS}/{broker_db + 1}",
+        QTRAIN_BROKER_URL=f"{redis_url}/{broker_db}",
+        QTRAIN_RESULT_BACKEND=f"{redis_url}/{broker_db + 1}",
         QTRAIN_TASK_STORE=f"sqlite:///{work / 'tasks.db'}",
         MLFLOW_TRACKING_URI=f"sqlite:///{work / 'mlflow.db'}",
         QTRAIN_LEASE_S=str(lease_s),
         QTRAIN_WORKER_THREADS="1",
     )
     for db in (broker_db, broker_db + 1):
-        redis.Redis.from_url(f"{REDIS}/{db}").flushdb()
+        redis.Redis.from_url(f"{redis_url}/{db}").flushdb()
     ExpManager(env["MLFLOW_TRACKING_URI"])  # create the tracking DB once, before several processes use it
-    return Cluster(work, broker_db, env)
+    return Cluster(work, broker_db, env, redis_url=redis_url)
 
 
 def wait_for(
