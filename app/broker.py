@@ -2,68 +2,118 @@
 
 Messages carry only ``(pool, task_id)``: the spec stays in the pool, the system of record. The Celery task id
 is ``<pool task id>.<dispatch number>``, which lets :meth:`CeleryBroker.pending_task_ids` read the pool task
-ids back from the Redis queue lists (kombu keeps each queue as a list of JSON envelopes).
+ids back from the Redis queue lists (kombu keeps each queue as a list of JSON envelopes). That is also why only
+Redis brokers are supported: no other transport lets a client read a queue without consuming it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from celery import Celery
+from kombu.exceptions import OperationalError
 
 from app.celery import QUEUES
-from app.errors import ConfigError
+from app.errors import BrokerUnreachableError, ResultBackendUnreachableError
+from app.infra_check import BACKEND_VARIABLE, BROKER_VARIABLE, check_broker_url
 from app.taskpool.base import TaskRecord
 from app.urls import mask_url
 
 log = logging.getLogger(__name__)
 
 TRAIN_TASK, END_TASK = "qtrain.train", "qtrain.end_train"
+QUEUE_READ_TIMEOUT_S = 10.0  # reading the queue lists: a hung Redis must not hang a reconciling client forever
 
 
 class CeleryBroker:
-    """:class:`app.workflow.trainer_rm.Broker` on a Celery app whose broker is Redis."""
+    """:class:`app.workflow.trainer_rm.Broker` on a Celery app whose broker is Redis.
+
+    Raises:
+        BrokerError: the app's broker is not Redis.
+    """
 
     def __init__(self, celery: Celery, queues: Sequence[str] = QUEUES) -> None:
-        url = str(celery.conf.broker_url)
-        if not url.startswith(("redis://", "rediss://")):
-            raise ConfigError(f"QTRAIN_BROKER_URL={mask_url(url)}: the task pool needs a Redis broker (redis://...)")
+        self.url = str(celery.conf.broker_url)
+        check_broker_url(self.url)
         self.celery, self.queues = celery, tuple(queues)
         self._redis: Any = None
 
     def dispatch(self, task: TaskRecord) -> None:
+        """Send the claim message of ``task`` to its queue.
+
+        Raises:
+            BrokerUnreachableError: the broker did not answer.
+            ResultBackendUnreachableError: the Redis result backend (Celery subscribes to the task's result
+                there before it sends the message) did not answer.
+        """
         name = END_TASK if task.status == "part_done" else TRAIN_TASK
         limits = task.spec.get("limits")
         limits = limits if isinstance(limits, dict) else {}
-        self.celery.send_task(
-            name,
-            args=[task.pool, task.id],
-            queue=task.queue,
-            routing_key=task.queue,
-            task_id=f"{task.id}.{task.dispatches + 1}",
-            soft_time_limit=limits.get("soft_time_limit_s"),
-            time_limit=limits.get("time_limit_s"),
-        )
+        with self._unreachable(f"sending the message of task {task.id}"):
+            self.celery.send_task(
+                name,
+                args=[task.pool, task.id],
+                queue=task.queue,
+                routing_key=task.queue,
+                task_id=f"{task.id}.{task.dispatches + 1}",
+                soft_time_limit=limits.get("soft_time_limit_s"),
+                time_limit=limits.get("time_limit_s"),
+            )
         log.info("sent %s for task %s to queue %s", name, task.id, task.queue)
 
     def pending_task_ids(self) -> set[str]:
+        """Ids of the pool tasks with a message waiting in one of the queues.
+
+        Raises:
+            BrokerUnreachableError: Redis did not answer within ``QUEUE_READ_TIMEOUT_S``.
+        """
         client = self._client()
         ids = set()
-        for queue in self.queues:
-            for raw in client.lrange(queue, 0, -1):
-                try:
-                    envelope = json.loads(raw)
-                    ids.add(str(envelope["headers"]["id"]).rsplit(".", 1)[0])
-                except (ValueError, KeyError, TypeError):
-                    continue  # not one of ours
+        with self._unreachable("reading the queues"):
+            lists = [client.lrange(queue, 0, -1) for queue in self.queues]
+        for raw in (item for items in lists for item in items):
+            try:
+                envelope = json.loads(raw)
+                ids.add(str(envelope["headers"]["id"]).rsplit(".", 1)[0])
+            except (ValueError, KeyError, TypeError):
+                continue  # not one of ours
         return ids
+
+    @contextmanager
+    def _unreachable(self, doing: str) -> Iterator[None]:
+        import redis.exceptions
+
+        try:
+            yield
+        except (OperationalError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            masked = mask_url(self.url)
+            raise BrokerUnreachableError(
+                f"broker {masked} failed while {doing} ({_reason(exc)}); start Redis or set {BROKER_VARIABLE}",
+                service="broker", url=masked, variable=BROKER_VARIABLE,
+            ) from exc  # fmt: skip
+        except RuntimeError as exc:  # Celery's Redis result backend gave up reconnecting (its retry limit)
+            if not isinstance(exc.__cause__, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+                raise
+            masked = mask_url(str(self.celery.conf.result_backend))
+            raise ResultBackendUnreachableError(
+                f"result backend {masked} failed while {doing} ({_reason(exc.__cause__)}); start it or set "
+                f"{BACKEND_VARIABLE}",
+                service="result backend", url=masked, variable=BACKEND_VARIABLE,
+            ) from exc  # fmt: skip
 
     def _client(self) -> Any:
         if self._redis is None:
             import redis
 
-            self._redis = redis.Redis.from_url(str(self.celery.conf.broker_url))
+            self._redis = redis.Redis.from_url(
+                self.url, socket_connect_timeout=QUEUE_READ_TIMEOUT_S, socket_timeout=QUEUE_READ_TIMEOUT_S
+            )
         return self._redis
+
+
+def _reason(exc: BaseException) -> str:
+    return " ".join(str(exc).split()).rstrip(".") or type(exc).__name__

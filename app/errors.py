@@ -13,12 +13,20 @@ QtrainError
 │   ├── DateRangeError          dates outside the store's calendar
 │   │   └── EmptySegmentError   a dataset segment with no rows in the data
 │   └── ImportValidationError   a source file cannot be imported (one or more problems)
-└── TrackingError               the experiment tracker (MLflow) cannot do what was asked
-    ├── ExperimentNotFoundError an experiment name/id the tracking store does not hold (also a KeyError)
-    ├── RecorderNotFoundError   a run id/name the experiment does not hold (also a KeyError)
-    ├── ArtifactNotFoundError   an artifact name the run does not hold (also a KeyError)
-    ├── NoActiveRunError        a recorder call made outside a started run
-    └── RunStatusError          a run in a state that forbids the call (e.g. finishing a FINISHED task again)
+├── TrackingError               the experiment tracker (MLflow) cannot do what was asked
+│   ├── ExperimentNotFoundError an experiment name/id the tracking store does not hold (also a KeyError)
+│   ├── RecorderNotFoundError   a run id/name the experiment does not hold (also a KeyError)
+│   ├── ArtifactNotFoundError   an artifact name the run does not hold (also a KeyError)
+│   ├── NoActiveRunError        a recorder call made outside a started run
+│   └── RunStatusError          a run in a state that forbids the call (e.g. finishing a FINISHED task again)
+├── TaskPoolError               the task pool cannot do what was asked
+│   ├── TaskNotFoundError       a task id the task store does not hold (also a KeyError)
+│   └── TaskStoreError          the task store (SQLite file, MongoDB server) cannot be opened, reached or written
+└── InfrastructureError         a service qtrain sends work through cannot be used as configured (names the variable)
+    ├── BrokerError             QTRAIN_BROKER_URL is not a supported broker, or the broker refused a request
+    │   └── BrokerUnreachableError  the broker does not answer (also a ConnectionError)
+    └── ResultBackendError      QTRAIN_RESULT_BACKEND is not a supported result backend, or refused a request
+        └── ResultBackendUnreachableError  the result backend does not answer (also a ConnectionError)
 
 Messages say what is wrong, where (file, row, key) and how to fix it.
 """
@@ -179,3 +187,31 @@ class TaskNotFoundError(TaskPoolError, KeyError):
 
 class TaskStoreError(TaskPoolError):
     """The task store (SQLite file or MongoDB server) cannot be opened, reached or written."""
+
+
+class InfrastructureError(QtrainError):
+    """A service that qtrain sends work through (the broker, the result backend) cannot be used as configured.
+
+    ``service`` names it ("broker"), ``url`` is its URL with any password masked, ``variable`` the setting to fix
+    (e.g. QTRAIN_BROKER_URL); the message says what failed and how to fix it.
+    """
+
+    def __init__(self, message: str, *, service: str, url: str, variable: str) -> None:
+        self.service, self.url, self.variable = service, url, variable
+        super().__init__(message)
+
+
+class BrokerError(InfrastructureError):
+    """The broker URL names a transport qtrain cannot use, or the broker refused a request."""
+
+
+class BrokerUnreachableError(BrokerError, ConnectionError):
+    """The broker does not answer; also a :class:`ConnectionError`, so code that rides out outages catches it."""
+
+
+class ResultBackendError(InfrastructureError):
+    """The Celery result backend URL names a backend qtrain does not support, or the backend refused a request."""
+
+
+class ResultBackendUnreachableError(ResultBackendError, ConnectionError):
+    """The result backend does not answer; also a :class:`ConnectionError`, as :class:`BrokerUnreachableError`."""

@@ -1,4 +1,8 @@
-"""``qtrain pool status|list|reset|requeue|purge|reconcile|work``: operating the task pool from the shell."""
+"""``qtrain pool status|list|reset|requeue|purge|reconcile|work``: operating the task pool from the shell.
+
+The commands that send messages (reset, requeue, reconcile) first check the broker, the result backend and the
+task store (:func:`app.infra_check.check_services`, within 5 s), so a broken setting changes nothing in the store.
+"""
 
 from __future__ import annotations
 
@@ -58,6 +62,14 @@ def _open(settings: Settings) -> Any:
     return open_pool(settings.task_store)
 
 
+def _checked(settings: Settings) -> Any:
+    """The task store, once the services a command that sends messages needs have answered."""
+    from app.infra_check import check_services
+
+    check_services(settings)
+    return _open(settings)
+
+
 def _broker() -> Any:
     from app.broker import CeleryBroker
     from app.celery import app
@@ -101,14 +113,14 @@ def _list(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _reset(args: argparse.Namespace, settings: Settings) -> None:
-    store = _open(settings)
+    store = _checked(settings)
     count = store.reset(args.pool, args.status or ("running", "failed"))
     sent = _dispatch_pool(store, args.pool)
     print(f"reset {count} task(s) of pool {args.pool}; sent {sent} message(s)")
 
 
 def _requeue(args: argparse.Namespace, settings: Settings) -> None:
-    store = _open(settings)
+    store = _checked(settings)
     pools = {store.get(task_id).pool for task_id in args.task_ids}
     count = store.requeue(args.task_ids)
     sent = sum(_dispatch_pool(store, name) for name in pools)
@@ -124,7 +136,7 @@ def _purge(args: argparse.Namespace, settings: Settings) -> None:
 def _reconcile(args: argparse.Namespace, settings: Settings) -> None:
     from app.workflow.trainer_rm import reconcile
 
-    report = reconcile(_open(settings), args.pool, _broker(), ends=True)
+    report = reconcile(_checked(settings), args.pool, _broker(), ends=True)
     print(f"pool {args.pool}: {report.expired} expired lease(s) returned, {report.dispatched} message(s) sent")
 
 

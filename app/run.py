@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from app.config import conf_dir
 from app.errors import ConfigError, QtrainError
@@ -21,6 +21,16 @@ from app.settings import get_settings
 EXIT_CONFIG = 2
 EXIT_TASK_FAILED = 1
 JOB_NAME = "run"  # what hydra.main names the job of this module (hydra.job.name)
+CELERY_LAUNCHER = "hydra_plugins.qtrain_celery_launcher.launcher.CeleryLauncher"
+POOL_TRAINERS = "app.workflow.trainer_rm."  # the trainers that send their tasks to the workers (trainer=celery)
+E_ONE_JOB_SWEEP = (
+    "hydra/launcher=celery launches sweeps (-m) only: sending this single job to the Celery workers as a "
+    "one-job sweep (qtrain run -m ...)"
+)
+E_RESUME = (
+    "the tasks stored so far stay in the pool; once it is fixed, run the same command again to resume (a spec "
+    "already in the pool is not stored twice, and a stored task without a message gets one)"
+)
 
 # Each job's overrides -> its spec and components as validation built them, so the job (when Hydra runs it in
 # this process) does not resolve, check and build them a second time. Taken once.
@@ -37,11 +47,22 @@ def run(argv: Sequence[str]) -> int:
 
     from app import sweep
 
-    args = get_args_parser().parse_args(list(argv))
+    argv = list(argv)
+    args = get_args_parser().parse_args(argv)
     inspecting = args.help or args.hydra_help or args.cfg or args.info or args.shell_completion
     if not inspecting:
         try:
-            jobs = validate_jobs(args.overrides, multirun=args.multirun, config_name=args.config_name or "config")
+            config_name = args.config_name or "config"
+            jobs = validate_jobs(args.overrides, multirun=args.multirun, config_name=config_name)
+            if not args.multirun and _targets("hydra.launcher") & {CELERY_LAUNCHER}:
+                # Hydra hands a run without -m to no launcher: it would train here, silently
+                print(E_ONE_JOB_SWEEP, flush=True)
+                argv, args.multirun = ["-m", *argv], True
+                jobs = validate_jobs(args.overrides, multirun=True, config_name=config_name)
+            if sends_work(multirun=args.multirun):
+                from app.infra_check import check_services
+
+                check_services(get_settings())  # before Hydra starts: nothing is stored, no sweep directory made
         except QtrainError as exc:
             if get_settings().debug:
                 raise
@@ -64,6 +85,31 @@ def run(argv: Sequence[str]) -> int:
     if inspecting or not _run_validated(args, job):
         hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(job)()
     return status["code"] or (EXIT_TASK_FAILED if sweep.failed_jobs() else 0)
+
+
+def sends_work(*, multirun: bool) -> bool:
+    """Whether the jobs validation composed send tasks to Celery workers: through the Celery launcher (a sweep),
+    or through a pool trainer (``trainer=celery``)."""
+    launched = multirun and CELERY_LAUNCHER in _targets("hydra.launcher")
+    return launched or any(target.startswith(POOL_TRAINERS) for target in _targets("trainer"))
+
+
+def _targets(key: str) -> set[str]:
+    """The ``_target_`` of ``key`` in each config validation composed."""
+    from omegaconf import OmegaConf
+
+    return {str(OmegaConf.select(cfg, f"{key}._target_", default="")) for cfg in _COMPOSED.values()}
+
+
+def abort(exc: QtrainError) -> NoReturn:
+    """End ``qtrain run`` from inside Hydra (a launcher) with the CLI's one-line error and exit status 2.
+
+    Hydra turns an exception raised there into a traceback and status 1; ``SystemExit`` passes through it.
+    """
+    if get_settings().debug:
+        raise exc
+    print(f"error: {exc}", file=sys.stderr, flush=True)
+    raise SystemExit(EXIT_CONFIG)
 
 
 def _run_validated(args: Any, task_function: Any) -> bool:
@@ -277,7 +323,7 @@ def train_job(cfg: Any) -> bool:
     build = _builder(validated)
     trainer = make(manager, build, experiment_name=experiment, cache=wiring.feature_cache(settings), **pool_kwargs)
     specs = rolling_specs(cfg, rolling) if rolling else [spec]
-    results = trainer.train(specs)
+    results = _train(trainer, specs)
     if isinstance(trainer, TrainerRM) and not trainer.wait_for_results:
         print(f"submitted {len(specs)} task(s) to pool {trainer.pool_name}; follow with: qtrain pool status")
         write_outcome(hydra_cfg.runtime.output_dir, job_outcome(list(hydra_cfg.overrides.task), cfg, spec.hash, None))
@@ -298,6 +344,24 @@ def train_job(cfg: Any) -> bool:
     write_outcome(hydra_cfg.runtime.output_dir, outcome)
     _report(outcome, experiment, spec.hash, settings.tracking_uri, quiet=hydra_cfg.mode == RunMode.MULTIRUN)
     return final.error is None
+
+
+def _train(trainer: Any, specs: list[Any]) -> list[Any]:
+    """``trainer.train(specs)``; a pool trainer whose broker or store fails says how to resume, and one that does
+    not wait sends the messages an interrupted submission left unsent (a waiting one's reconciler does)."""
+    from app.errors import InfrastructureError, TaskStoreError
+    from app.workflow.trainer_rm import TrainerRM, reconcile
+
+    if not isinstance(trainer, TrainerRM):
+        return list(trainer.train(specs))
+    try:
+        results = list(trainer.train(specs))
+        if not trainer.wait_for_results:
+            reconcile(trainer.pool, trainer.pool_name, trainer.broker)
+    except (InfrastructureError, TaskStoreError) as exc:
+        exc.args = (f"{exc}; {E_RESUME}",)
+        raise
+    return results
 
 
 def _builder(validated: tuple[Any, Any] | None) -> Any:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.errors import ConfigError
+from app.errors import ConfigError, TaskStoreError
 from app.taskpool.base import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS, STATUSES, Stage, Status, TaskPool, TaskRecord
 from app.taskpool.sqlite import SQLiteTaskPool
 from app.taskpool.urls import is_mongo_url, mongo_database, sqlite_path
@@ -17,6 +17,7 @@ __all__ = [
     "Status",
     "TaskPool",
     "TaskRecord",
+    "check_store",
     "mask_url",
     "open_pool",
 ]
@@ -47,3 +48,29 @@ def open_pool(url: str) -> TaskPool:
 
         return MongoTaskPool(url, database=mongo_database(url))
     raise ConfigError(E_STORE_URL.format(url=mask_url(url)))
+
+
+def check_store(url: str, *, timeout_s: float) -> None:
+    """Open the task store named by ``url`` (creating a SQLite file and its directory, or MongoDB's indexes) and
+    read it once, giving up after about ``timeout_s``; the store is closed again.
+
+    Raises:
+        ConfigError: ``url`` is not a task store URL.
+        TaskStoreError: the store cannot be created, opened or reached; the message names QTRAIN_TASK_STORE.
+    """
+    if url.startswith("sqlite:"):
+        pool: TaskPool = SQLiteTaskPool(sqlite_path(url), busy_timeout_s=timeout_s)
+    elif is_mongo_url(url):
+        from app.taskpool.mongo import MongoTaskPool
+
+        pool = MongoTaskPool(url, database=mongo_database(url), server_timeout_s=timeout_s)
+    else:
+        raise ConfigError(E_STORE_URL.format(url=mask_url(url)))
+    try:
+        pool.pools()
+    except TaskStoreError as exc:
+        if "QTRAIN_TASK_STORE" not in str(exc):
+            raise TaskStoreError(f"{exc}; the task store is QTRAIN_TASK_STORE={mask_url(url)}") from exc
+        raise
+    finally:
+        pool.close()

@@ -1,7 +1,10 @@
 """Submits a sweep to the task pool and Celery, waits (unless ``detach``), and reports like a local sweep.
 
 Each job's config is composed here, on the client, and resolved into a JSON task spec (nothing is pickled);
-all jobs are validated and built before the first one is submitted. Results land in each job's output
+all jobs are validated and built, and the broker, result backend and task store checked (``qtrain run``), before
+the first one is submitted. Should the broker or the store fail during the submission, the command ends with
+one line saying so: the tasks stored until then stay, and the same command run again resumes the sweep (the
+pool deduplicates specs by hash; stored tasks without a message get one). Results land in each job's output
 directory as ``result.json``, so ``app.sweep.SweepSummary`` prints the same summary table as for local sweeps.
 """
 
@@ -57,12 +60,13 @@ class CeleryLauncher(Launcher):
             prepare_config(cfg, cfg.hydra.runtime.choices.get("data"), settings)
             jobs.append((list(overrides), cfg, validated_spec(overrides) or task_spec_from_config(cfg), output_dir))
         trainers = self._trainers({str(cfg.experiment_name) for _, cfg, _, _ in jobs})
-        tasks = [trainers[str(cfg.experiment_name)].submit([spec])[0] for _, cfg, spec, _ in jobs]
+        tasks = _submit(trainers, [(str(cfg.experiment_name), spec) for _, cfg, spec, _ in jobs])
         any_trainer = next(iter(trainers.values()))
         print(f"submitted {len(tasks)} task(s) to pool {any_trainer.pool_name} "
               f"({sum(t.status == 'done' for t in tasks)} already done)", flush=True)  # fmt: skip
         if self.params.get("detach"):
             results = [None] * len(tasks)
+            _send_missing(any_trainer)
             print(f"detached; follow with: qtrain pool status {any_trainer.pool_name}")
         else:
             results = list(any_trainer.wait([t.id for t in tasks]))
@@ -104,6 +108,39 @@ class CeleryLauncher(Launcher):
             )
             for name in experiments
         }
+
+
+def _submit(trainers: dict[str, Any], jobs: list[tuple[str, Any]]) -> list[Any]:
+    """Submit each ``(experiment, spec)`` with its experiment's trainer; a broker or store failure ends the command
+    with one line (exit status 2) that says how to resume."""
+    from app.errors import InfrastructureError, TaskStoreError
+    from app.run import E_RESUME, abort
+
+    tasks = []
+    for number, (experiment, spec) in enumerate(jobs, start=1):
+        trainer = trainers[experiment]
+        try:
+            tasks.extend(trainer.submit([spec]))
+        except (InfrastructureError, TaskStoreError) as exc:
+            exc.args = (f"{exc}; this stopped the submission at job {number} of {len(jobs)}: {E_RESUME}",)
+            abort(exc)
+    return tasks
+
+
+def _send_missing(trainer: Any) -> None:
+    """Messages for the pool's waiting tasks that have none (an interrupted submission stored them), which a
+    waiting launcher's reconciler would send."""
+    from app.errors import InfrastructureError, TaskStoreError
+    from app.run import E_RESUME, abort
+    from app.workflow.trainer_rm import reconcile
+
+    try:
+        sent = reconcile(trainer.pool, trainer.pool_name, trainer.broker).dispatched
+    except (InfrastructureError, TaskStoreError) as exc:
+        exc.args = (f"{exc}; {E_RESUME}",)
+        abort(exc)
+    if sent:
+        print(f"sent {sent} message(s) for waiting tasks of pool {trainer.pool_name} that had none", flush=True)
 
 
 def _job_return(overrides: list[str], cfg: DictConfig, value: Any) -> JobReturn:
