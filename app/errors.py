@@ -196,7 +196,8 @@ class InfrastructureError(QtrainError):
     (e.g. QTRAIN_BROKER_URL); the message says what failed and how to fix it.
     """
 
-    def __init__(self, message: str, *, service: str, url: str, variable: str) -> None:
+    def __init__(self, message: str, *, service: str = "", url: str = "", variable: str = "") -> None:
+        # the defaults let pickle rebuild it from its message (then it restores the fields), as a process pool does
         self.service, self.url, self.variable = service, url, variable
         super().__init__(message)
 

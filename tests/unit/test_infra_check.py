@@ -3,13 +3,21 @@ check (a SQLite file created empty, a path under a regular file, MongoDB through
 
 from __future__ import annotations
 
+import pickle
 import sqlite3
 from pathlib import Path
 
 import mongomock
 import pytest
 
-from app.errors import BrokerError, ConfigError, ResultBackendError, TaskStoreError
+from app.errors import (
+    BrokerError,
+    BrokerUnreachableError,
+    ConfigError,
+    InfrastructureError,
+    ResultBackendError,
+    TaskStoreError,
+)
 from app.infra_check import check_broker_url, check_services
 from app.settings import load_settings
 from app.taskpool import check_store
@@ -66,3 +74,13 @@ def test_the_store_check_reads_mongodb_and_creates_its_indexes() -> None:
 
         indexes = pymongo.MongoClient("mongodb://db.example:27017")["qtrain_check"]["tasks"].index_information()
     assert {"pool_hash", "claim", "lease", "pool_seq"} <= set(indexes)
+
+
+@pytest.mark.parametrize("error", [BrokerUnreachableError, ResultBackendError])
+def test_the_errors_survive_pickling_with_their_fields(error: type[InfrastructureError]) -> None:
+    # a Celery prefork child hands a task's exception to its parent pickled
+    raised = error("broker x is down", service="broker", url="redis://:***@h/0", variable="QTRAIN_BROKER_URL")
+    copy = pickle.loads(pickle.dumps(raised))
+    assert type(copy) is error and str(copy) == str(raised)
+    assert (copy.service, copy.url, copy.variable) == ("broker", "redis://:***@h/0", "QTRAIN_BROKER_URL")
+    assert isinstance(copy, ConnectionError) == (error is BrokerUnreachableError)
