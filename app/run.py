@@ -206,10 +206,10 @@ def job_config(loader: Any, master: Any, overrides: Sequence[str]) -> Any:
     return cfg
 
 
-def validated_spec(overrides: Sequence[str]) -> Any:
-    """The task spec validation built for the job with these task overrides (once); None if there is none."""
-    entry = _VALIDATED.pop(tuple(overrides), None)
-    return entry[0] if entry else None
+def validated_job(overrides: Sequence[str]) -> tuple[Any, Any] | None:
+    """The task spec and components validation built for the job with these task overrides (once); None if there
+    are none."""
+    return _VALIDATED.pop(tuple(overrides), None)
 
 
 def expand_sweep(overrides: Sequence[str], *, multirun: bool) -> tuple[list[str], list[list[str]]]:
@@ -311,7 +311,7 @@ def train_job(cfg: Any) -> bool:
     hydra_cfg = HydraConfig.get()
     manager = wiring.tracking(settings, background=True)  # opens while the job starts
     prepare_config(cfg, hydra_cfg.runtime.choices.get("data"), settings)
-    validated = _VALIDATED.pop(tuple(hydra_cfg.overrides.task), None)
+    validated = validated_job(hydra_cfg.overrides.task)
     spec = validated[0] if validated else task_spec_from_config(cfg)
     trainer_node = check_trainer(cfg)
     rolling, end = trainer_node.pop("rolling"), trainer_node.pop("end")
@@ -320,7 +320,7 @@ def train_job(cfg: Any) -> bool:
     # in a sweep, a job's figures are drawn while the next job trains (the process waits for them at exit)
     later = {"draw_plots_later": hydra_cfg.mode == RunMode.MULTIRUN}
     pool_kwargs = _pool_kwargs(settings) if issubclass(make.func, TrainerRM) else later
-    build = _builder(validated)
+    build = builder([validated] if validated else [])
     trainer = make(manager, build, experiment_name=experiment, cache=wiring.feature_cache(settings), **pool_kwargs)
     specs = rolling_specs(cfg, rolling) if rolling else [spec]
     results = _train(trainer, specs)
@@ -364,11 +364,11 @@ def _train(trainer: Any, specs: list[Any]) -> list[Any]:
     return results
 
 
-def _builder(validated: tuple[Any, Any] | None) -> Any:
-    """``build_components``, except that the spec validation built is served its components (once)."""
+def builder(validated: Sequence[tuple[Any, Any]]) -> Any:
+    """``build_components``, except that each spec validation built is served its components (once)."""
     from app.config import build_components
 
-    prebuilt = {validated[0].hash: validated[1]} if validated else {}
+    prebuilt = {spec.hash: components for spec, components in validated}
 
     def build(spec: Any) -> Any:
         components = prebuilt.pop(spec.hash, None)

@@ -64,7 +64,7 @@ def qtrain_sweep(
     """Run one `qtrain run -m` sweep; returns wall seconds and the times its `[sweep k/N]` lines appeared."""
     cmd = [str(BIN / "qtrain"), "run", "-m", f"seed={','.join(map(str, seeds))}",
            f"model.num_threads={threads or 'null'}", f"experiment_name={experiment}", *extra]  # fmt: skip
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     proc = subprocess.Popen(cmd, cwd=work, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     marks, lines = [], []
     assert proc.stdout is not None
@@ -74,7 +74,7 @@ def qtrain_sweep(
             marks.append(time.perf_counter() - started)
     if proc.wait() != 0:
         raise SystemExit(f"qtrain sweep failed:\n{''.join(lines[-40:])}")
-    return {"wall": time.perf_counter() - started, "marks": marks}
+    return {"wall": time.perf_counter() - started, "marks": marks, "started_at": started_at}
 
 
 def runs(env: dict[str, str], experiment: str) -> list[dict[str, Any]]:
@@ -91,6 +91,7 @@ def runs(env: dict[str, str], experiment: str) -> list[dict[str, Any]]:
         out.append({
             "seed": int(run.data.params["seed"]), "boost": m["time_boost_s"],
             "duration": (run.info.end_time - run.info.start_time) / 1000, "IC": m.get("IC"),
+            "start": run.info.start_time / 1000, "end": run.info.end_time / 1000,
             "Rank IC": m.get("Rank IC"), "excess": m.get("1day.excess_return_with_cost.annualized_return"),
         })  # fmt: skip
     return sorted(out, key=lambda r: r["seed"])
@@ -194,26 +195,34 @@ def main() -> None:
               f"amortised {(local_wall - med(boosts)) / len(seeds):.2f} s)")  # fmt: skip
 
         walls: dict[int, float] = {}
+        worker_spans: dict[int, float] = {}
         if not args.skip_celery:
             workers = Workers(env, work)
             try:
                 for count in (1, 2):
                     for i in range(count):
                         workers.start(f"bench{count}-{i}")
-                    sweeps, task_over = [], []
+                    sweeps, task_over, leads, spans = [], [], [], []
                     for rep in range(args.repeat):
                         name = f"bench_celery{count}_{rep}"
-                        sweeps.append(qtrain_sweep(env, work, seeds, name, 1, "hydra/launcher=celery")["wall"])
-                        task_over += [r["duration"] - r["boost"] for r in runs(env, name)]
-                    walls[count] = med(sweeps)
+                        sweep = qtrain_sweep(env, work, seeds, name, 1, "hydra/launcher=celery")
+                        celery_runs = runs(env, name)
+                        sweeps.append(sweep["wall"])
+                        task_over += [r["duration"] - r["boost"] for r in celery_runs]
+                        leads.append(min(r["start"] for r in celery_runs) - sweep["started_at"])
+                        spans.append(max(r["end"] for r in celery_runs) - min(r["start"] for r in celery_runs))
+                    walls[count], worker_spans[count] = med(sweeps), med(spans)
                     plural = "s" if count > 1 else ""
                     print(f"qtrain, {count} worker{plural} (-c 1, LightGBM on 1 thread): {walls[count]:6.1f} s "
                           f"(median; repeats {', '.join(f'{w:.1f}' for w in sweeps)})\n"
-                          f"  (per-task overhead beyond boosting: median {med(task_over):.2f} s)")  # fmt: skip
+                          f"  (per-task overhead beyond boosting: median {med(task_over):.2f} s; from the command to "
+                          f"the first task's run {med(leads):.2f} s; the workers' span, first run's start to last "
+                          f"run's end, {worker_spans[count]:.1f} s)")  # fmt: skip
                     workers.stop()
             finally:
                 workers.stop()
-            print(f"2 workers vs 1        : {walls[1] / walls[2]:.2f}x")
+            print(f"2 workers vs 1        : {walls[1] / walls[2]:.2f}x whole sweep, "
+                  f"{worker_spans[1] / worker_spans[2]:.2f}x the workers' span")  # fmt: skip
 
         if not args.skip_qlib:
             if not QLIB_PYTHON.exists():

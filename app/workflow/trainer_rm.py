@@ -32,6 +32,8 @@ from app.workflow.trainer import TrainerR
 
 log = logging.getLogger(__name__)
 
+STATUS_POLL_S = 0.2  # one read of the pool's task rows: cheap next to the tasks it waits for
+
 DISPATCH_GRACE_S = 10.0  # a message sent this recently counts as live even if a worker already took it
 OUTAGE_MAX_PAUSE_S = 10.0  # the longest pause between retries while the broker or task store is down
 
@@ -164,6 +166,9 @@ class TrainerRM(TrainerR):
     def wait(self, task_ids: Sequence[str], *, until: Sequence[str] = (), ends: bool = False) -> list[TaskResult]:
         """Block until every task is done or failed (or in a status of ``until``); results in the given order.
 
+        The tasks' status is read every ``STATUS_POLL_S`` at most (a sweep ends as soon as its last task does, not
+        up to ``poll_s`` later); lost messages are looked for (``reconcile``) every ``poll_s``.
+
         Raises:
             PoolWaitTimeout: ``timeout_s`` passed first.
             QtrainError: a task failed and ``fail_fast``.
@@ -174,6 +179,7 @@ class TrainerRM(TrainerR):
         outage = _Outage(self.poll_s)
         errors: dict[str, str] = {}  # the last attempt error seen per task
         pending = len(task_ids)
+        reconciled = float("-inf")
         with ProgressBar(len(task_ids), f"pool {self.pool_name}", unit="tasks") as bar:
             while True:
                 try:
@@ -182,14 +188,16 @@ class TrainerRM(TrainerR):
                     if not pending:
                         outage.over()
                         return [_result(t) for t in tasks]
-                    reconcile(self.pool, self.pool_name, self.broker, ends=ends, end_run=runner.end_killed_run)
+                    if time.monotonic() - reconciled >= self.poll_s:
+                        reconcile(self.pool, self.pool_name, self.broker, ends=ends, end_run=runner.end_killed_run)
+                        reconciled = time.monotonic()
                     worked = self.work_locally and runner.run(self.pool_name, stage="end" if ends else "train")
                 except outage_errors() as exc:  # the workers go on without us: ride it out, read the pool later
                     pause = outage.failed(exc)
                     bar.update(note=f"{outage.what} unreachable, retrying")
                 else:
                     outage.over()
-                    pause = 0.0 if worked and worked.action != "skipped" else self.poll_s  # it may take another
+                    pause = 0.0 if worked and worked.action != "skipped" else min(self.poll_s, STATUS_POLL_S)
                 if self.timeout_s is not None and time.monotonic() - started > self.timeout_s:
                     raise PoolWaitTimeout(
                         f"{pending} of {len(task_ids)} tasks of pool {self.pool_name} are still pending after "

@@ -37,7 +37,7 @@ class CeleryLauncher(Launcher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from app.config import prepare_config, task_spec_from_config
-        from app.run import job_config, validated_spec
+        from app.run import builder, job_config, validated_job
         from app.settings import get_settings
         from app.sweep import job_outcome, write_outcome
 
@@ -45,7 +45,7 @@ class CeleryLauncher(Launcher):
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         settings = get_settings()
-        jobs = []
+        jobs, validated = [], []
         for offset, overrides in enumerate(job_overrides):
             idx = initial_job_idx + offset
             log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
@@ -58,8 +58,11 @@ class CeleryLauncher(Launcher):
             with read_write(cfg.hydra.runtime), open_dict(cfg.hydra.runtime):
                 cfg.hydra.runtime.output_dir = str(output_dir.resolve())
             prepare_config(cfg, cfg.hydra.runtime.choices.get("data"), settings)
-            jobs.append((list(overrides), cfg, validated_spec(overrides) or task_spec_from_config(cfg), output_dir))
-        trainers = self._trainers({str(cfg.experiment_name) for _, cfg, _, _ in jobs})
+            entry = validated_job(overrides)
+            validated += [entry] if entry else []
+            jobs.append((list(overrides), cfg, entry[0] if entry else task_spec_from_config(cfg), output_dir))
+        # each spec is built once: TrainerRM.submit checks specs by building them, and validation built them already
+        trainers = self._trainers({str(cfg.experiment_name) for _, cfg, _, _ in jobs}, builder(validated))
         tasks = _submit(trainers, [(str(cfg.experiment_name), spec) for _, cfg, spec, _ in jobs])
         any_trainer = next(iter(trainers.values()))
         print(f"submitted {len(tasks)} task(s) to pool {any_trainer.pool_name} "
@@ -79,11 +82,10 @@ class CeleryLauncher(Launcher):
             returns.append(_job_return(overrides, cfg, value))
         return returns
 
-    def _trainers(self, experiments: set[str]) -> dict[str, Any]:
+    def _trainers(self, experiments: set[str], build: Any) -> dict[str, Any]:
         from app import wiring
         from app.broker import CeleryBroker
         from app.celery import app
-        from app.config import build_components
         from app.settings import get_settings
         from app.taskpool import open_pool
         from app.workflow.trainer_rm import TrainerRM
@@ -95,7 +97,7 @@ class CeleryLauncher(Launcher):
         return {
             name: TrainerRM(
                 manager,
-                build_components,
+                build,
                 experiment_name=name,
                 pool=pool,
                 broker=broker,
