@@ -14,18 +14,19 @@ from app.settings import SAMPLE_DAYS, SAMPLE_INSTRUMENTS, Settings
 
 
 def conf_dir() -> Path:
-    """The ``conf/`` tree shipped beside the ``app`` package.
+    """The config tree: ``app/_conf`` in an installed wheel, else ``conf/`` of the source checkout beside ``app``.
 
     Raises:
-        ConfigError: it is missing (qtrain was installed without its config tree).
+        ConfigError: neither exists (qtrain was installed without its config tree).
     """
-    path = Path(__file__).resolve().parents[1] / "conf"
-    if not path.is_dir():
-        raise ConfigError(
-            f"qtrain's config tree was not found at {path}; install qtrain from its source checkout "
-            "(pip install -e . --config-settings editable_mode=compat)."
-        )
-    return path
+    package = Path(__file__).resolve().parent
+    for path in (package / "_conf", package.parent / "conf"):
+        if (path / "config.yaml").is_file():
+            return path
+    raise ConfigError(
+        f"qtrain's config tree was not found in {package / '_conf'} nor {package.parent / 'conf'}; install qtrain "
+        "from its wheel or source checkout (pip install .)."
+    )
 
 
 def group_options(group: str) -> list[str]:

@@ -20,9 +20,9 @@ Per-job overhead = what a job costs beyond LightGBM's boosting (metric `time_boo
 process, each job's share of the wall time between its `[sweep k/N]` line and the next; for workers, each run's
 MLflow duration. For the Celery sweeps it also prints the time from the command to the first task's run (the
 client's serial part) and the workers' span (first run's start to last run's end), and the 2-worker ratio of both
-the whole sweep and the span. qtrain's sweeps run ``--repeat`` times (each one-process repeat from no features again, each
-Celery repeat under a new experiment on the same warm workers) and the figures are medians: on a shared 2-core VM
-one sweep's wall time moves by ±30 % from one minute to the next. Prints figures and ratios; asserts nothing.
+the whole sweep and the span. qtrain's sweeps run ``--repeat`` times (each one-process repeat from no features
+again, each Celery repeat under a new experiment on the same warm workers) and the figures are medians: on a shared
+2-core VM one sweep's wall time moves by ±30 % from one minute to the next. Prints figures and ratios; asserts nothing.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ class Cluster:
     env: dict[str, str]
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     redis_url: str = REDIS
+    bin: Path = BIN  # where qtrain and celery are installed (another venv for an installed wheel)
     _log_starts: dict[str, int] = field(default_factory=dict)  # where each worker's latest start begins in its log
 
     @property
@@ -55,8 +56,8 @@ class Cluster:
         self._log_starts[name] = path.stat().st_size if path.exists() else 0
         log = open(path, "ab")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
-            [str(BIN / "celery"), "-A", "app", "worker", "-Q", queues, "-c", "1", "-n", f"{name}@%h",
-             "--without-gossip", "--without-mingle", "-l", "INFO"],
+            [str(self.bin / "python"), "-m", "celery", "-A", "app", "worker", "-Q", queues, "-c", "1",
+             "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "-l", "INFO"],
             cwd=self.work, env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
@@ -88,7 +89,7 @@ class Cluster:
             proc.wait(timeout=30)
 
     def qtrain(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen([str(BIN / "qtrain"), *args], cwd=self.work, env=self.env, text=True,
+        return subprocess.Popen([str(self.bin / "qtrain"), *args], cwd=self.work, env=self.env, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
 
 

@@ -207,7 +207,8 @@ def test_dockerfiles_run_as_non_root(name: str) -> None:
     assert users and users[-1] == "qtrain"
     assert any("useradd" in line and "qtrain" in line for line in lines)
     assert any(line.startswith("COPY hydra_plugins") for line in lines)
-    assert any("editable_mode=compat" in line for line in lines), "conf/ must stay beside app/"
+    assert any(line.startswith("COPY") and "setup.py" in line for line in lines), "setup.py ships conf/ in the wheel"
+    assert any(re.search(r"pip install --no-cache-dir \.(\s|$)", line) for line in lines)
 
 
 def test_cuda_image() -> None:
