@@ -1,7 +1,7 @@
 """Build hook: a wheel (or a plain ``pip install .``) carries the ``conf/`` tree as ``app/_conf``.
 
 Everything else about the package is declared in pyproject.toml. A source checkout and an editable install read
-``conf/`` where it is (``app.config.conf_dir`` looks for ``app/_conf`` first, then ``conf/`` beside ``app``).
+``conf/`` where it is (``app.config.compose.conf_dir`` looks for ``app/_conf`` first, then ``conf/`` beside ``app``).
 """
 
 from pathlib import Path

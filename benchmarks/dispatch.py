@@ -3,8 +3,9 @@
 Usage: python benchmarks/dispatch.py [--tasks 400] [--rounds 3] [--busy-tasks 12] [--busy-s 0.5]
 
 Workers are real ``celery worker`` processes started by this script (``--worker``, internal) on Redis DBs 14
-(broker) and 15 (results), which it flushes; the Celery configuration is qtrain's own (``app.celery.make_app``:
-JSON, acks_late, prefetch 1, task events on), with the benchmark's tasks registered instead of ``tasks/``.
+(broker) and 15 (results), which it flushes; the Celery configuration is qtrain's own
+(``app.distributed.celery_config.make_app``: JSON, acks_late, prefetch 1, task events on), with the benchmark's
+tasks registered instead of ``tasks/``.
 
 (a) No-op throughput, one worker process, client, worker and Redis on this machine:
 
@@ -60,8 +61,8 @@ def busy_loop(iterations: int) -> float:
 
 def build(store_url: str) -> Any:
     """qtrain's Celery configuration on the benchmark's Redis DBs, with the benchmark tasks."""
-    from app.celery import make_app
-    from app.settings import load_settings
+    from app.core.settings import load_settings
+    from app.distributed.celery_config import make_app
 
     settings = load_settings({"QTRAIN_BROKER_URL": BROKER, "QTRAIN_RESULT_BACKEND": BACKEND})
     bench = make_app(settings)
@@ -143,7 +144,7 @@ def bare_noop(bench: Any, n: int) -> float:
 
 def pool_noop(bench: Any, store_url: str, n: int, round_no: int) -> tuple[float, float]:
     """tasks/s end to end, and tasks/s of the client's submit + dispatch loop alone."""
-    from app.broker import CeleryBroker
+    from app.distributed.broker import CeleryBroker
     from app.taskpool import open_pool
     from app.workflow.trainer_rm import send
 

@@ -17,7 +17,7 @@ import pandas as pd
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from app.config import conf_dir
+from app.config.compose import conf_dir
 from app.data.describe import ensure_sample_market
 from app.data.store import QlibStore
 from app.dataset.cache import FeatureCache

@@ -30,8 +30,8 @@ from app.data.store import QlibStore
 from app.data.synth import SynthSpec, write_synth_market
 from app.evaluation.backtest import BacktestConfig
 from app.evaluation.records import PortAnaRecord, RecordContext, SigAnaRecord, SignalRecord
+from app.tracking.backend import prepare_tracking_store
 from app.tracking.manager import ExpManager
-from app.tracking.store import prepare_tracking_store
 
 
 @dataclass

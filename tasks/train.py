@@ -10,16 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 from app.celery import app
-from app.pool_runtime import run_task
+from app.distributed.broker import END_TASK, TRAIN_TASK
+from app.distributed.worker import run_task
 
 
-@app.task(name="qtrain.train", bind=True)  # type: ignore[untyped-decorator]
+@app.task(name=TRAIN_TASK, bind=True)  # type: ignore[untyped-decorator]
 def train(self: Any, pool: str, task_id: str) -> dict[str, Any]:
     """Train (or, for a delayed task, begin) pool task ``task_id``."""
     return run_task(self.request.hostname, pool, task_id, "train").to_json()
 
 
-@app.task(name="qtrain.end_train", bind=True)  # type: ignore[untyped-decorator]
+@app.task(name=END_TASK, bind=True)  # type: ignore[untyped-decorator]
 def end_train(self: Any, pool: str, task_id: str) -> dict[str, Any]:
     """Fit the begun (part_done) pool task ``task_id`` in its run."""
     return run_task(self.request.hostname, pool, task_id, "end").to_json()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.errors import StoreFormatError
+from app.core.errors import StoreFormatError
 
 _DTYPE = np.dtype("<f4")
 

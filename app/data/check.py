@@ -17,10 +17,10 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from app.core.errors import StoreFormatError
 from app.data.binfile import bin_fix, bin_problem, read_bin_header
 from app.data.instruments import Membership, Span, read_instruments
 from app.data.store import QlibStore, read_calendar
-from app.errors import StoreFormatError
 
 Level = Literal["problem", "warning"]
 

@@ -6,7 +6,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from app.errors import StoreFormatError
+from app.core.errors import StoreFormatError
 
 
 def store_fingerprint(root: Path | str) -> str:

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from app.core.errors import ConfigError, ImportValidationError
 from app.data.instruments import Span
 from app.data.sources import SourceBars, read_sources
 from app.data.store import QlibStore
 from app.data.writer import staged_store, write_store
-from app.errors import ConfigError, ImportValidationError
 
 log = logging.getLogger(__name__)
 

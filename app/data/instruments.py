@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from app.errors import StoreFormatError
+from app.core.errors import StoreFormatError
 
 Span = tuple[pd.Timestamp, pd.Timestamp]
 Membership = dict[str, list[Span]]

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from app.errors import ImportValidationError
+from app.core.errors import ImportValidationError
 
 REQUIRED = ("date", "open", "high", "low", "close", "volume")
 OPTIONAL = ("vwap", "factor", "change", "amount")

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from app.core.errors import DateRangeError, StoreFormatError, UnknownInstrumentError, UnknownMarketError
 from app.data.binfile import read_bin
 from app.data.instruments import Membership, Span, membership_mask, read_instruments
 from app.data.panel import Panel
-from app.errors import DateRangeError, StoreFormatError, UnknownInstrumentError, UnknownMarketError
 
 DateLike = str | pd.Timestamp | None
 

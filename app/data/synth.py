@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from app.core.errors import ConfigError
 from app.data.instruments import Span
-from app.errors import ConfigError
 
 FIELDS = ("open", "high", "low", "close", "volume", "vwap", "factor", "change")
 Markets = dict[str, dict[str, list[Span]]]

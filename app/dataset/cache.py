@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.feather as feather
 
-from app import canonical
+from app.core import canonical
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def forget_loaded_frames() -> None:
 
 
 def canonical_json(key: Mapping[str, object]) -> str:
-    """``key`` as canonical JSON (:mod:`app.canonical`: sorted keys, paths and dates as strings).
+    """``key`` as canonical JSON (:mod:`app.core.canonical`: sorted keys, paths and dates as strings).
 
     Raises:
         ConfigError: a value JSON cannot represent, naming its key.

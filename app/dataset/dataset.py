@@ -12,10 +12,10 @@ from typing import cast
 
 import pandas as pd
 
+from app.core.errors import ConfigError, EmptySegmentError, UnknownSegmentError
 from app.dataset.cache import FeatureCache
 from app.dataset.timeseries import TSSampler
 from app.dataset.views import ProcessedViews, ViewName
-from app.errors import ConfigError, EmptySegmentError, UnknownSegmentError
 
 ColSet = str | Sequence[str]
 # Window samplers of cached views, shared by the jobs of a process (a sweep builds each once; they are read-only).

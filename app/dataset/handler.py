@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from app.core.errors import ConfigError, DateRangeError, EmptyUniverseError, UnknownMarketError
 from app.data.fingerprint import store_fingerprint
 from app.data.store import QlibStore
 from app.dataset.cache import FeatureCache, key_digest
 from app.dataset.dataset import Dataset, TSDataset
 from app.dataset.processors import Processor
 from app.dataset.views import ProcessedViews, ProcessType
-from app.errors import ConfigError, DateRangeError, EmptyUniverseError, UnknownMarketError
 from app.features.handlers import FeatureSet
 
 log = logging.getLogger(__name__)

@@ -24,8 +24,8 @@ from typing import Literal, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
+from app.core.errors import ConfigError, DataError, DateRangeError, NotFittedError
 from app.dataset import crosssection as cs
-from app.errors import ConfigError, DataError, DateRangeError, NotFittedError
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from typing import Literal
 
 import pandas as pd
 
+from app.core.errors import ConfigError
 from app.data.store import QlibStore
-from app.errors import ConfigError
 
 Segments = dict[str, list[str]]
 AUTO_SPLIT = (0.6, 0.2, 0.2)

@@ -19,7 +19,7 @@ from typing import cast
 import numpy as np
 import pandas as pd
 
-from app.errors import ConfigError
+from app.core.errors import ConfigError
 
 
 @dataclass(frozen=True, eq=False)

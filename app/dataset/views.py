@@ -21,8 +21,8 @@ from typing import Literal
 
 import pandas as pd
 
+from app.core.errors import ConfigError, DataError, DateRangeError
 from app.dataset.processors import Processor, StatelessProcessor, WindowedProcessor
-from app.errors import ConfigError, DataError, DateRangeError
 
 log = logging.getLogger(__name__)
 

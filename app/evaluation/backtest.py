@@ -19,8 +19,8 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
+from app.core.errors import ConfigError, DataError, DateRangeError
 from app.data.store import QlibStore
-from app.errors import ConfigError, DataError, DateRangeError
 from app.evaluation.exchange import BUY, SELL, Costs, Quote, amounts_close, load_quote
 from app.evaluation.strategy import pick
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from app.core.errors import DataError, UnknownInstrumentError
 from app.data.store import QlibStore
-from app.errors import DataError, UnknownInstrumentError
 
 log = logging.getLogger(__name__)
 

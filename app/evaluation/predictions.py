@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from app.core.errors import ConfigError, DataError
 from app.data.store import QlibStore
-from app.errors import ConfigError, DataError
 from app.features.frame import build_feature_frame
 from app.features.handlers import DEFAULT_LABEL, FeatureSet
 

@@ -17,9 +17,9 @@ from typing import Any, Protocol
 
 import pandas as pd
 
+from app.core.errors import ConfigError
 from app.data.store import QlibStore
 from app.dataset.dataset import Dataset
-from app.errors import ConfigError
 from app.evaluation.backtest import BacktestConfig, run_backtest
 from app.evaluation.drawing import draw
 from app.evaluation.plots import excess_return_figure, ic_figure, quantile_figure

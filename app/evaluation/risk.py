@@ -13,7 +13,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from app.errors import ConfigError
+from app.core.errors import ConfigError
 
 _FREQ = re.compile(r"^([0-9]*)(month|mon|week|w|day|d|minute|min)$")
 _BASE = {"month": "month", "mon": "month", "week": "week", "w": "week", "day": "day", "d": "day"}

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from app.errors import DataError
+from app.core.errors import DataError
 
 ANN_SCALER = 252
 QUANTILE = 0.2

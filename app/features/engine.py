@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from app.core.errors import ConfigError, ExpressionError
 from app.data.panel import Panel
-from app.errors import ConfigError, ExpressionError
 from app.features import fit_kernels as fk
 from app.features import kernels as k
 from app.features import order_kernels as ok

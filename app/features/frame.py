@@ -12,12 +12,12 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 import numpy as np
 import pandas as pd
 
+from app.core.progress import ProgressBar
 from app.data.panel import Panel
 from app.data.store import DateLike, QlibStore
 from app.features.engine import evaluate, required_fields
 from app.features.handlers import FeatureSet
 from app.features.warmup import precompile
-from app.progress import ProgressBar
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from app.errors import ConfigError, ExpressionError
+from app.core.errors import ConfigError, ExpressionError
 
 PANDAS_RULES = ("3.1.1", "2.2.3")
 """Whose rolling Std/Var/Corr/Cov a feature set reproduces: Qlib on pandas 3.1.1 (the default; 3.1.0 computes the

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, NoReturn
 
-from app.errors import ExpressionError
+from app.core.errors import ExpressionError
 
 # parameter kinds: x = an expression over fields; v = expression or number; window = int >= 1;
 # shift = any int; lag = int >= 0; span = int >= 1 or float in (0, 1); q = float in (0, 1)

@@ -15,8 +15,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import pandas as pd
 
+from app.core.errors import ConfigError
 from app.dataset.dataset import Dataset
-from app.errors import ConfigError
 
 MODEL_FILE = "model.json"
 FORMAT = 1
@@ -111,7 +111,7 @@ def check_hyperparameters(model: object) -> None:
     """
     import dataclasses
 
-    from app.typecheck import describe, matches, type_hints
+    from app.core.typecheck import describe, matches, type_hints
 
     hints = type_hints(type(model))
     for f in dataclasses.fields(model):  # type: ignore[arg-type]

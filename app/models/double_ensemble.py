@@ -43,8 +43,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
+from app.core.errors import ConfigError
+from app.core.progress import ProgressBar
 from app.dataset.dataset import Dataset
-from app.errors import ConfigError
 from app.models.base import CurveRecorder, check_hyperparameters, read_model_json, write_model_json
 from app.models.lgbm import (
     LGBM_RESERVED,
@@ -54,12 +55,11 @@ from app.models.lgbm import (
     collect_lightgbm_params,
     infer_features,
     learn_data,
-    lightgbm_aliases,
     load_booster,
     log_curves,
     train_booster,
 )
-from app.progress import ProgressBar
+from app.models.lightgbm_lib import lightgbm_aliases
 
 if TYPE_CHECKING:
     import lightgbm as lgb  # imported where training needs it: ~1.5 s, and config checks need the class only

@@ -50,8 +50,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from app.core.errors import ConfigError
 from app.dataset.dataset import Dataset
-from app.errors import ConfigError
 from app.models.torch_data import BatchSource
 from app.models.torch_model import (
     TorchModel,

@@ -11,25 +11,22 @@ which only warns), and training is seeded and deterministic.
 from __future__ import annotations
 
 import difflib
-import functools
-import json
 import logging
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Literal, cast
 
 import numpy as np
 import pandas as pd
 
+from app.core.errors import ConfigError
+from app.core.progress import ProgressBar
 from app.dataset.dataset import Dataset
-from app.errors import ConfigError
 from app.models.base import CurveRecorder, check_hyperparameters, read_model_json, write_model_json
 from app.models.lgbm_binned import BinnedCache
-from app.progress import ProgressBar
+from app.models.lightgbm_lib import import_lightgbm, lightgbm_aliases
 
 if TYPE_CHECKING:
     import lightgbm as lgb  # imported where training needs it: ~1.5 s, and config checks need the class only
@@ -48,55 +45,6 @@ LGBM_RESERVED: Mapping[str, str] = {
     "seed": "seed",
     "num_threads": "num_threads",
 }
-
-
-ALIASES_FILE = Path(__file__).with_name("lightgbm_aliases.json")
-
-
-def import_lightgbm() -> ModuleType:
-    """The ``lightgbm`` module, imported without scikit-learn when scikit-learn is not loaded yet.
-
-    LightGBM's compat layer imports scikit-learn (~1.6 s) only to offer its sklearn-style estimators, which qtrain
-    never uses; hiding it during the import leaves the Booster API whole and the estimators unavailable.
-    """
-    if "lightgbm" in sys.modules or "sklearn" in sys.modules:
-        import lightgbm
-
-        return lightgbm
-    sys.modules["sklearn"] = None  # type: ignore[assignment]  # `import sklearn` now raises ImportError
-    try:
-        import lightgbm
-    finally:
-        del sys.modules["sklearn"]
-    return lightgbm
-
-
-@functools.cache
-def lightgbm_aliases() -> Mapping[str, str]:
-    """Every parameter name LightGBM accepts (main names and aliases) -> its main name.
-
-    Read from ``lightgbm_aliases.json`` (dumped from the library's ``LGBM_DumpParamAliases``) when it was made
-    for the installed LightGBM version, so checking a config does not import LightGBM; otherwise from the
-    library itself.
-    """
-    groups = _shipped_aliases()
-    if groups is None:
-        import_lightgbm()
-        from lightgbm.basic import _ConfigAliases
-
-        groups = _ConfigAliases._get_all_param_aliases()
-    return {alias: main for main, names in groups.items() for alias in [main, *names]}
-
-
-def _shipped_aliases() -> dict[str, list[str]] | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        doc = json.loads(ALIASES_FILE.read_text())
-        installed = version("lightgbm")
-    except (OSError, ValueError, PackageNotFoundError):
-        return None
-    return dict(doc["aliases"]) if doc.get("lightgbm") == installed else None
 
 
 def collect_lightgbm_params(

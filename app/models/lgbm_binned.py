@@ -62,7 +62,7 @@ class BinnedCache:
 
         ``segments`` maps ``train``/``valid`` to what identifies their rows within the dataset (the dates).
         """
-        from app.models.lgbm import import_lightgbm
+        from app.models.lightgbm_lib import import_lightgbm
 
         lgb = import_lightgbm()
         binning = dataset_params(lgb, params, len(train.y))
@@ -118,7 +118,7 @@ def dataset_params(lgb: object, params: Mapping[str, object], rows: int) -> dict
     LightGBM's own list (``Dataset.get_params``) plus ``min_data_in_leaf`` (feature pre-filtering); the row
     sampling seed ``data_random_seed`` only when LightGBM samples (more rows than ``bin_construct_sample_cnt``).
     """
-    from app.models.lgbm import lightgbm_aliases
+    from app.models.lightgbm_lib import lightgbm_aliases
 
     aliases = lightgbm_aliases()
     main = {aliases.get(k, k): v for k, v in params.items()}

@@ -40,8 +40,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from app.core.errors import ConfigError
 from app.dataset.dataset import Dataset
-from app.errors import ConfigError
 from app.models.torch_data import BatchSource
 from app.models.torch_model import TorchModel, tabular_prediction_data, tabular_training_data
 from app.models.torch_training import Plateau

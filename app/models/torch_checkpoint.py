@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from app.errors import ConfigError
+from app.core.errors import ConfigError
 
 STATE_FILE = "state.json"
 FORMAT = 1

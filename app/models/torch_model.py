@@ -21,10 +21,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from app.core.errors import ConfigError, NotFittedError
 from app.dataset.dataset import Dataset, TSDataset
 from app.dataset.timeseries import TSSampler
 from app.dataset.views import ViewName
-from app.errors import ConfigError, NotFittedError
 from app.models.base import MODEL_FILE, CurveRecorder, check_hyperparameters, read_model_json, write_model_json
 from app.models.torch_data import ArraySource, BatchSource, WindowSource
 from app.models.torch_training import (

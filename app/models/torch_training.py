@@ -35,7 +35,8 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from app.errors import ConfigError
+from app.core.errors import ConfigError
+from app.core.progress import ProgressBar
 from app.models import torch_checkpoint as ckpt
 from app.models.base import CurveRecorder
 from app.models.torch_data import (
@@ -49,7 +50,6 @@ from app.models.torch_data import (
     TorchLoaderPlan,
     epoch_seed,
 )
-from app.progress import ProgressBar
 
 log = logging.getLogger(__name__)
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from app.errors import ConfigError, TaskStoreError
+from app.core.credentials import mask_url
+from app.core.errors import ConfigError, TaskStoreError
 from app.taskpool.base import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS, STATUSES, Stage, Status, TaskPool, TaskRecord
 from app.taskpool.sqlite import SQLiteTaskPool
 from app.taskpool.urls import is_mongo_url, mongo_database, sqlite_path
-from app.urls import mask_url
 
 __all__ = [
     "DEFAULT_LEASE_S",

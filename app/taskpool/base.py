@@ -16,8 +16,8 @@ stage of a delayed task gets its own ``max_attempts``. ``stage`` is "train" unti
 return from an "end" attempt (fail, lease expiry, reset, requeue) goes to part_done and keeps ``run_id``.
 ``history`` gets one JSON entry per ended attempt: attempt, stage, worker, run_id, started_at/ended_at (ISO
 strings), outcome ("done", "part_done", "error", "lease_expired", "reset"), the status it led to, and error.
-Pool names are 1-100 characters of [A-Za-z0-9_.-]; bad arguments raise :class:`app.errors.ConfigError`, a store
-that cannot be reached :class:`app.errors.TaskStoreError`.
+Pool names are 1-100 characters of [A-Za-z0-9_.-]; bad arguments raise :class:`app.core.errors.ConfigError`, a store
+that cannot be reached :class:`app.core.errors.TaskStoreError`.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class TaskPool(Protocol):
         ...
 
     def get(self, task_id: str) -> TaskRecord:
-        """The task; raises :class:`app.errors.TaskNotFoundError`."""
+        """The task; raises :class:`app.core.errors.TaskNotFoundError`."""
         ...
 
     def find(self, pool: str, spec_hash: str) -> TaskRecord | None:
@@ -115,7 +115,7 @@ class TaskPool(Protocol):
 
     def part_done(self, task_id: str, token: str, run_id: str) -> bool:
         """running under ``token`` (stage "train" of a delayed task) → part_done with ``run_id``; False when
-        the token is stale. Raises :class:`app.errors.TaskPoolError` for a task that is not delayed or is in
+        the token is stale. Raises :class:`app.core.errors.TaskPoolError` for a task that is not delayed or is in
         its "end" stage."""
         ...
 
@@ -131,7 +131,7 @@ class TaskPool(Protocol):
 
     def mark_dispatched(self, task_id: str) -> None:
         """A broker message was sent for the task: ``dispatches`` + 1, ``dispatched_at`` = now. Raises
-        :class:`app.errors.TaskNotFoundError`."""
+        :class:`app.core.errors.TaskNotFoundError`."""
         ...
 
     def list(self, pool: str, statuses: Sequence[Status] | None = None) -> list[TaskRecord]:
@@ -149,7 +149,7 @@ class TaskPool(Protocol):
 
     def requeue(self, task_ids: Sequence[str]) -> int:
         """These tasks (any status but running under a live lease) → waiting as in :meth:`reset`; returns how
-        many moved. Raises :class:`app.errors.TaskNotFoundError` (changing nothing) when an id is unknown."""
+        many moved. Raises :class:`app.core.errors.TaskNotFoundError` (changing nothing) when an id is unknown."""
         ...
 
     def purge(self, pool: str) -> int:

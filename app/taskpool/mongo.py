@@ -23,11 +23,11 @@ from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.collection import Collection
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, InvalidURI, OperationFailure, PyMongoError
 
-from app.errors import ConfigError, TaskNotFoundError, TaskStoreError
+from app.core.credentials import has_credentials, mask_url, url_password
+from app.core.errors import ConfigError, TaskNotFoundError, TaskStoreError
 from app.taskpool import rules
 from app.taskpool.base import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS, STATUSES, Stage, Status, TaskRecord
 from app.taskpool.urls import is_mongo_url
-from app.urls import has_credentials, mask_url, url_password
 
 log = logging.getLogger(__name__)
 

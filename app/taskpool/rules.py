@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from app.errors import ConfigError, TaskPoolError
+from app.core.errors import ConfigError, TaskPoolError
 from app.taskpool.base import STATUSES, Stage, Status
 
 Clock = Callable[[], float]  # seconds since the epoch, like time.time

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from app.errors import TaskNotFoundError
+from app.core.errors import TaskNotFoundError
 from app.taskpool import rules
 from app.taskpool.base import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS, STATUSES, Stage, Status, TaskRecord
 from app.taskpool.sqlite_file import SQLiteFile

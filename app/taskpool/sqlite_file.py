@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from app.errors import TaskStoreError
+from app.core.errors import TaskStoreError
 
 _INHERITED: list[sqlite3.Connection] = []  # connections a forked child got from its parent, kept alive unused
 
@@ -36,7 +36,7 @@ class SQLiteFile:
     """The database file at ``path`` with ``schema`` (statements separated by ``;``) at ``version``.
 
     ``what`` names the file in error messages (e.g. "the task store"); ``busy_timeout_s`` is how long a writer
-    waits for another process's lock before :class:`app.errors.TaskStoreError` is raised.
+    waits for another process's lock before :class:`app.core.errors.TaskStoreError` is raised.
     """
 
     def __init__(self, path: Path, *, schema: str, version: int, what: str, busy_timeout_s: float = 30.0) -> None:

@@ -1,13 +1,13 @@
 """Task store URLs: read their parts. Only ``sqlite:///PATH`` and ``mongodb://`` / ``mongodb+srv://`` URLs are
-task stores (see :func:`app.taskpool.open_pool`); messages mask them with :func:`app.urls.mask_url`."""
+task stores (see :func:`app.taskpool.open_pool`); messages mask them with :func:`app.core.credentials.mask_url`."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from app.errors import ConfigError
-from app.urls import mask_url
+from app.core.credentials import mask_url
+from app.core.errors import ConfigError
 
 MONGO_SCHEMES = ("mongodb://", "mongodb+srv://")
 SQLITE_PREFIX = "sqlite:///"

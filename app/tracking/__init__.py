@@ -12,11 +12,11 @@ Importing this package does not import MLflow (about 2 s) or pandas; they load o
 
 from __future__ import annotations
 
+from app.tracking.backend import prepare_tracking_store
 from app.tracking.experiment import Experiment
 from app.tracking.manager import DEFAULT_EXPERIMENT, ExpManager
 from app.tracking.recorder import MetricPoint, Recorder
 from app.tracking.registry import register_model
-from app.tracking.store import prepare_tracking_store
 
 __all__ = [
     "DEFAULT_EXPERIMENT",

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, cast
 
-from app.errors import ConfigError, UnsupportedObjectError
+from app.core.errors import ConfigError, UnsupportedObjectError
 
 if TYPE_CHECKING:
     import pandas as pd

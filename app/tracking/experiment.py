@@ -6,10 +6,10 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.errors import ConfigError, NoActiveRunError, RecorderNotFoundError, TrackingError
+from app.core.errors import ConfigError, NoActiveRunError, RecorderNotFoundError, TrackingError
+from app.tracking.backend import error_code, mlflow_errors
 from app.tracking.recorder import FINISHED, Recorder
-from app.tracking.records import DEFAULT_ORDER, runs_to_frame, search_all_runs
-from app.tracking.store import error_code, mlflow_errors
+from app.tracking.run_search import DEFAULT_ORDER, runs_to_frame, search_all_runs
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -147,7 +147,7 @@ class Experiment:
         }
 
     def search_records(self, filter_string: str = "", order_by: Sequence[str] | None = DEFAULT_ORDER) -> pd.DataFrame:
-        """This experiment's runs as a DataFrame (see :func:`app.tracking.records.runs_to_frame`)."""
+        """This experiment's runs as a DataFrame (see :func:`app.tracking.run_search.runs_to_frame`)."""
         runs = search_all_runs(self._client, [self._id], filter_string, order_by)
         return runs_to_frame(runs, {self._id: self._name})
 

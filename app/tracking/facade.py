@@ -1,6 +1,6 @@
 """``R``: Qlib's recorder facade for notebooks, scripts and the CLI edge, without Qlib's import-time global.
 
-``R`` builds its :class:`ExpManager` on first use from :func:`app.settings.get_settings`
+``R`` builds its :class:`ExpManager` on first use from :func:`app.core.settings.get_settings`
 (``MLFLOW_TRACKING_URI``, ``QTRAIN_ARTIFACT_ROOT``), or uses the one given to :meth:`RecorderFacade.configure`.
 Library code (``app/workflow``, models, evaluation) never touches ``R``: it is handed an ``ExpManager`` or a
 ``Recorder``. ::
@@ -20,17 +20,17 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from app.errors import ConfigError, TrackingError
+from app.core.errors import ConfigError, TrackingError
 from app.tracking.manager import ExpManager
 from app.tracking.recorder import FINISHED, Recorder
-from app.tracking.records import DEFAULT_ORDER
+from app.tracking.run_search import DEFAULT_ORDER
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     import pandas as pd
 
-    from app.settings import Settings
+    from app.core.settings import Settings
     from app.tracking.experiment import Experiment
 
 FIX = "fix MLFLOW_TRACKING_URI / QTRAIN_ARTIFACT_ROOT, or call R.configure(ExpManager(tracking_uri, artifact_root))"
@@ -75,7 +75,7 @@ class RecorderFacade:
 
     def _build(self) -> ExpManager:
         if self._settings is None:
-            from app.settings import get_settings
+            from app.core.settings import get_settings
 
             loader: Callable[[], Settings] = get_settings
         else:

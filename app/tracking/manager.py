@@ -15,12 +15,9 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.errors import ConfigError, ExperimentNotFoundError, NoActiveRunError, RecorderNotFoundError, TrackingError
-from app.tracking.experiment import Experiment
-from app.tracking.recorder import FAILED, FINISHED, KILLED, SCHEDULED, Recorder
-from app.tracking.records import DEFAULT_ORDER, runs_to_frame, search_all_runs
-from app.tracking.registry import register_model
-from app.tracking.store import (
+from app.core.credentials import mask_url
+from app.core.errors import ConfigError, ExperimentNotFoundError, NoActiveRunError, RecorderNotFoundError, TrackingError
+from app.tracking.backend import (
     check_tracking_location,
     default_artifact_root,
     error_code,
@@ -29,7 +26,10 @@ from app.tracking.store import (
     mlflow_errors,
     prepare_tracking_store,
 )
-from app.urls import mask_url
+from app.tracking.experiment import Experiment
+from app.tracking.recorder import FAILED, FINISHED, KILLED, SCHEDULED, Recorder
+from app.tracking.registry import register_model
+from app.tracking.run_search import DEFAULT_ORDER, runs_to_frame, search_all_runs
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -45,7 +45,7 @@ class ExpManager:
     """Experiments of the tracking store at ``tracking_uri``; at most one active experiment/run at a time.
 
     The constructor prepares a ``sqlite:///`` store once under a file lock (see
-    :func:`app.tracking.store.prepare_tracking_store`); with ``background=True`` it does so on a thread and the
+    :func:`app.tracking.backend.prepare_tracking_store`); with ``background=True`` it does so on a thread and the
     first use of the store waits for it (and raises what opening it raised). New experiments keep their artifacts under
     ``<artifact_root>/<experiment name>`` (for SQLite without a root: ``<db dir>/mlartifacts``).
 

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.errors import ArtifactNotFoundError, ConfigError, NoActiveRunError, TrackingError
+from app.core.errors import ArtifactNotFoundError, ConfigError, NoActiveRunError, TrackingError
 from app.tracking.artifacts import StagedObject, candidate_names, read_artifact, stage_object
+from app.tracking.backend import local_artifact_dir, mlflow_errors
 from app.tracking.provenance import run_tags
-from app.tracking.store import local_artifact_dir, mlflow_errors
 from app.tracking.values import (
     MAX_METRICS_PER_BATCH,
     MAX_PARAMS_TAGS_PER_BATCH,

@@ -6,8 +6,8 @@ import logging
 import posixpath
 from typing import TYPE_CHECKING
 
-from app.errors import ArtifactNotFoundError, RecorderNotFoundError, TrackingError
-from app.tracking.store import error_code, mlflow_errors
+from app.core.errors import ArtifactNotFoundError, RecorderNotFoundError, TrackingError
+from app.tracking.backend import error_code, mlflow_errors
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

@@ -18,7 +18,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from app.errors import ConfigError
+from app.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

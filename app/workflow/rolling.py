@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
+from app.core.errors import ConfigError
 from app.data.store import QlibStore
-from app.errors import ConfigError
 from app.evaluation.records import RecordContext
 from app.tracking.manager import ExpManager
 from app.workflow.spec import TaskSpec

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from app.canonical import JsonValue, canonical_json, normalise, sha256_text
-from app.errors import ConfigError
+from app.core.canonical import JsonValue, canonical_json, normalise, sha256_text
+from app.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """``task_train``: one task spec → one MLflow run (params, spec, curves, model, records, tags) → result.
 
 Objects arrive already built (:class:`Components`): instantiating ``_target_`` nodes happens once, at the
-edge (``app.config.build_components``), so this module knows nothing of Hydra or Celery.
+edge (``app.config.compose.build_components``), so this module knows nothing of Hydra or Celery.
 
 Qlib's delayed training splits the same work in two: :func:`begin_task_train` logs the spec into a run parked
 as SCHEDULED, :func:`end_task_train` later resumes that run (by id, possibly in another process) and trains.
@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from app.core.errors import ArtifactNotFoundError, ConfigError, RunStatusError
 from app.data.store import QlibStore
 from app.dataset.cache import FeatureCache
 from app.dataset.handler import DatasetSpec
-from app.errors import ArtifactNotFoundError, ConfigError, RunStatusError
 from app.evaluation.records import PlotQueue, RecordContext
 from app.models.base import Model
 from app.tracking.manager import ExpManager

@@ -4,7 +4,7 @@
 nothing new), nudges a worker through the broker for every new waiting task, and waits with a progress bar,
 reconciling as it goes: expired leases go back to waiting, and waiting tasks without a live broker message get
 one. Results come back in task order. The broker is an injected :class:`Broker` (Celery + Redis in
-:mod:`app.broker`), so this module knows nothing of Celery.
+:mod:`app.distributed.broker`), so this module knows nothing of Celery.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
+from app.core.errors import QtrainError, TaskStoreError
+from app.core.progress import ProgressBar
 from app.dataset.cache import FeatureCache
-from app.errors import QtrainError, TaskStoreError
-from app.progress import ProgressBar
 from app.taskpool.base import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS, TaskPool, TaskRecord
 from app.tracking.manager import ExpManager
 from app.workflow.pool_worker import PoolWorker

@@ -5,7 +5,7 @@ all jobs are validated and built, and the broker, result backend and task store 
 the first one is submitted. Should the broker or the store fail during the submission, the command ends with
 one line saying so: the tasks stored until then stay, and the same command run again resumes the sweep (the
 pool deduplicates specs by hash; stored tasks without a message get one). Results land in each job's output
-directory as ``result.json``, so ``app.sweep.SweepSummary`` prints the same summary table as for local sweeps.
+directory as ``result.json``, so ``app.config.sweep.SweepSummary`` prints the same summary table as for local sweeps.
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ class CeleryLauncher(Launcher):
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from app.config import prepare_config, task_spec_from_config
-        from app.run import builder, job_config, validated_job
-        from app.settings import get_settings
-        from app.sweep import job_outcome, write_outcome
+        from app.config.compose import prepare_config, task_spec_from_config
+        from app.config.jobs import builder, job_config, validated_job
+        from app.config.sweep import job_outcome, write_outcome
+        from app.core.settings import get_settings
 
         assert self.config is not None and self.hydra_context is not None
         setup_globals()
@@ -83,16 +83,12 @@ class CeleryLauncher(Launcher):
         return returns
 
     def _trainers(self, experiments: set[str], build: Any) -> dict[str, Any]:
-        from app import wiring
-        from app.broker import CeleryBroker
-        from app.celery import app
-        from app.settings import get_settings
-        from app.taskpool import open_pool
+        from app.runtime import get_runtime
         from app.workflow.trainer_rm import TrainerRM
 
-        settings = get_settings()
-        pool, broker = open_pool(settings.task_store), CeleryBroker(app)
-        manager = wiring.tracking(settings, background=True)  # MLflow loads while the tasks are submitted
+        wiring = get_runtime()
+        settings, pool, broker = wiring.settings, wiring.pool, wiring.broker
+        manager = wiring.tracking(background=True)  # MLflow loads while the tasks are submitted
         pool_name = self.params.get("pool") or sorted(experiments)[0]
         return {
             name: TrainerRM(
@@ -115,8 +111,8 @@ class CeleryLauncher(Launcher):
 def _submit(trainers: dict[str, Any], jobs: list[tuple[str, Any]]) -> list[Any]:
     """Submit each ``(experiment, spec)`` with its experiment's trainer; a broker or store failure ends the command
     with one line (exit status 2) that says how to resume."""
-    from app.errors import InfrastructureError, TaskStoreError
-    from app.run import E_RESUME, abort
+    from app.cli.run import E_RESUME, abort
+    from app.core.errors import InfrastructureError, TaskStoreError
 
     tasks = []
     for number, (experiment, spec) in enumerate(jobs, start=1):
@@ -132,8 +128,8 @@ def _submit(trainers: dict[str, Any], jobs: list[tuple[str, Any]]) -> list[Any]:
 def _send_missing(trainer: Any) -> None:
     """Messages for the pool's waiting tasks that have none (an interrupted submission stored them), which a
     waiting launcher's reconciler would send."""
-    from app.errors import InfrastructureError, TaskStoreError
-    from app.run import E_RESUME, abort
+    from app.cli.run import E_RESUME, abort
+    from app.core.errors import InfrastructureError, TaskStoreError
     from app.workflow.trainer_rm import reconcile
 
     try:

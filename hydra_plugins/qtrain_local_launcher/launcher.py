@@ -1,8 +1,8 @@
 """Hydra's basic launcher, serving each job the config ``qtrain run`` composed when it validated the sweep.
 
-``qtrain run`` composes and checks every job before Hydra starts (``app.run.validate_jobs``), with the same
+``qtrain run`` composes and checks every job before Hydra starts (``app.config.jobs.validate_jobs``), with the same
 call and overrides Hydra's launchers use (``load_sweep_config``); this launcher takes those configs
-(``app.run.job_config``) instead of composing each job a second time, and runs the jobs in order in this
+(``app.config.jobs.job_config``) instead of composing each job a second time, and runs the jobs in order in this
 process, exactly as ``hydra/launcher=basic`` does.
 
 No ``from __future__ import annotations`` here: Hydra imports plugin modules without registering them in
@@ -35,9 +35,9 @@ class LocalLauncher(BasicLauncher):
     """Runs the jobs one after another in this process, each on its validated config."""
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from app.config.jobs import job_config
         from app.evaluation.drawing import use_drawing_process
         from app.evaluation.records import wait_for_plots
-        from app.run import job_config
 
         setup_globals()
         assert self.hydra_context is not None and self.config is not None and self.task_function is not None

@@ -1,7 +1,7 @@
 """Hydra's basic sweeper without its own pre-launch composition of every job.
 
 ``qtrain run`` composes, resolves and checks every job of the command line before Hydra starts
-(``app.run.validate_jobs``), with one-line errors; the basic sweeper would compose each batch once more only to
+(``app.config.jobs.validate_jobs``), with one-line errors; the basic sweeper would compose each batch once more only to
 find composition errors, before its launcher composes each job again. Everything else is the basic sweeper's.
 
 No ``from __future__ import annotations`` here: Hydra imports plugin modules without registering them in

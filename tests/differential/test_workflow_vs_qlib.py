@@ -235,7 +235,7 @@ def _differences(ours: pd.DataFrame, theirs: pd.DataFrame) -> dict[str, int]:
 
 def _qtrain_views(run: Recorder) -> dict[str, pd.DataFrame]:
     """The run's train/valid learn view (features, label) and test infer view, as Qlib's dumps lay them out."""
-    from app.config import build_components
+    from app.config.compose import build_components
     from app.workflow.spec import TaskSpec
 
     spec = TaskSpec.from_mapping(run.load_object("spec"))

@@ -11,10 +11,10 @@ import pytest
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
+from app.core.errors import ConfigError, RunStatusError
 from app.data.store import QlibStore
 from app.data.synth import SynthSpec, write_synth_market
 from app.dataset.cache import FeatureCache
-from app.errors import ConfigError, RunStatusError
 from app.tracking import ExpManager, prepare_tracking_store
 from app.workflow.spec import TaskSpec
 from app.workflow.train import Components, begin_task_train, end_task_train, task_train

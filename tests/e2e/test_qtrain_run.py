@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from app.config.jobs import validate_jobs
+from app.core.errors import QtrainError
 from app.data.synth import SynthSpec, write_synth_market
-from app.errors import QtrainError
-from app.run import validate_jobs
 from app.tracking.manager import ExpManager
 from tests.small_specs import QUICK_LGBM, SEGMENTS
 
@@ -205,9 +205,9 @@ def test_sweep_jobs_are_served_the_config_hydras_launcher_would_compose(market: 
     from hydra.types import RunMode
     from omegaconf import OmegaConf
 
-    from app.config import conf_dir, prepare_config
-    from app.run import _COMPOSED, JOB_NAME, job_config
-    from app.settings import get_settings
+    from app.config.compose import conf_dir, prepare_config
+    from app.config.jobs import _COMPOSED, JOB_NAME, job_config
+    from app.core.settings import get_settings
 
     command = [*_base(market), *QUICK_LGBM, "seed=0,1", "model.max_depth=3,4", "hydra.job.chdir=False"]
     jobs = validate_jobs(command, multirun=True)
@@ -240,9 +240,9 @@ def test_a_single_run_gets_the_config_hydras_run_would_compose(market: Path) -> 
     from hydra.types import RunMode
     from omegaconf import OmegaConf
 
-    from app.config import conf_dir, prepare_config
-    from app.run import _COMPOSED, JOB_NAME
-    from app.settings import get_settings
+    from app.config.compose import conf_dir, prepare_config
+    from app.config.jobs import _COMPOSED, JOB_NAME
+    from app.core.settings import get_settings
 
     command = [*_base(market), *QUICK_LGBM, "seed=5", "hydra.job.chdir=False"]
     validate_jobs(command, multirun=False)

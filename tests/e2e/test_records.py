@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from app.cli import main
-from app.config import build_components
+from app.cli.main import main
+from app.config.compose import build_components
 from app.data.store import QlibStore
 from app.data.synth import SynthSpec, write_synth_market
 from app.dataset.handler import DataHandler, DatasetSpec

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from app.config import build_components
+from app.config.compose import build_components
+from app.core.errors import ConfigError
 from app.data.synth import SynthSpec, write_synth_market
-from app.errors import ConfigError
 from app.tracking.manager import ExpManager
 from app.workflow.spec import TaskSpec
 from app.workflow.train import task_train
@@ -127,7 +127,7 @@ def test_a_failure_before_the_run_exists_still_ends_in_a_failed_run(market: Path
 
 
 def test_a_store_that_cannot_open_fails_at_first_use(tmp_path: Path) -> None:
-    from app.errors import TrackingError
+    from app.core.errors import TrackingError
 
     (tmp_path / "mlflow.db").write_text("not a database")
     manager = ExpManager(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts", background=True)

@@ -16,9 +16,9 @@ from socket import gethostname
 
 import pytest
 
-from app.broker import CeleryBroker
-from app.celery import CHILD_START_TIMEOUT_S, make_app
-from app.settings import load_settings
+from app.core.settings import load_settings
+from app.distributed.broker import CeleryBroker
+from app.distributed.celery_config import CHILD_START_TIMEOUT_S, make_app
 from app.workflow.spec import TaskSpec
 from app.workflow.trainer_rm import send
 from tests.integration.celery_harness import Cluster, RedisServer, finish, make_cluster, runs_of, sweep_args, wait_for

@@ -156,8 +156,8 @@ def test_healthcheck_is_unauthenticated(stack: Stack) -> None:
 
 
 def test_task_sent_after_start_is_listed(stack: Stack) -> None:
-    from app.celery import make_app
-    from app.settings import load_settings
+    from app.core.settings import load_settings
+    from app.distributed.celery_config import make_app
 
     celery = make_app(load_settings(stack.env))
     try:

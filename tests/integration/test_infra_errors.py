@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from app.errors import BrokerUnreachableError, ResultBackendUnreachableError
-from app.infra_check import SERVER_TIMEOUT_S, check_services
-from app.settings import load_settings
+from app.core.errors import BrokerUnreachableError, ResultBackendUnreachableError
+from app.core.settings import load_settings
+from app.distributed.infra_check import SERVER_TIMEOUT_S, check_services
 from app.taskpool import SQLiteTaskPool
 from tests.integration.celery_harness import REDIS, Cluster, finish, sweep_args
 

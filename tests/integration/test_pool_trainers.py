@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from app.broker import CeleryBroker
-from app.celery import make_app
-from app.config import build_components, conf_dir, task_spec_from_config
-from app.settings import load_settings
+from app.config.compose import build_components, conf_dir, task_spec_from_config
+from app.core.settings import load_settings
+from app.distributed.broker import CeleryBroker
+from app.distributed.celery_config import make_app
 from app.workflow.trainer_rm import DelayTrainerRM
 from tests.integration.celery_harness import Cluster, finish, runs_of, sweep_args, wait_for
 from tests.small_specs import QUICK_LGBM, SEGMENTS

@@ -1,5 +1,5 @@
 """Four processes open a brand-new SQLite tracking DB at the same moment, create the same experiment and
-log a batch each. Without the one-time, file-locked initialisation (app.tracking.store.prepare_tracking_store)
+log a batch each. Without the one-time, file-locked initialisation (app.tracking.backend.prepare_tracking_store)
 MLflow's schema migration breaks in most of them."""
 
 from __future__ import annotations

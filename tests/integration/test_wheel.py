@@ -39,7 +39,7 @@ def wheel_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_wheel_carries_the_config_tree_and_the_plugins(wheel_venv: Path, tmp_path: Path) -> None:
     where = subprocess.run(
-        [wheel_venv / "python", "-c", "import app.config as c; print(c.__file__); print(c.conf_dir())"],
+        [wheel_venv / "python", "-c", "import app.config.compose as c; print(c.__file__); print(c.conf_dir())"],
         cwd=tmp_path, capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip
     assert not where[0].startswith(str(ROOT)) and where[1].endswith("app/_conf"), where

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import main
+from app.cli.main import main
 
 
 def test_help_is_fast_and_lists_commands() -> None:
     out = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "app.cli", "--help"], capture_output=True, text=True, check=True
+        [sys.executable, "-X", "importtime", "-m", "app.cli.main", "--help"], capture_output=True, text=True, check=True
     )
     assert "data" in out.stdout and "demo" in out.stdout
     heavy = [m for m in ("pandas", "numpy", "torch", "mlflow", "lightgbm", "celery") if f"| {m}\n" in out.stderr]

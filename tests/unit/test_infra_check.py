@@ -10,7 +10,7 @@ from pathlib import Path
 import mongomock
 import pytest
 
-from app.errors import (
+from app.core.errors import (
     BrokerError,
     BrokerUnreachableError,
     ConfigError,
@@ -18,8 +18,8 @@ from app.errors import (
     ResultBackendError,
     TaskStoreError,
 )
-from app.infra_check import check_broker_url, check_services
-from app.settings import load_settings
+from app.core.settings import load_settings
+from app.distributed.infra_check import check_broker_url, check_services
 from app.taskpool import check_store
 
 NOWHERE = "redis://127.0.0.1:1/0"  # never contacted: the URL checks come first

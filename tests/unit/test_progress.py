@@ -12,11 +12,11 @@ import pytest
 from rich.console import Console
 from torch import nn
 
-from app import progress
+from app.core import progress
+from app.core.progress import ProgressBar
 from app.models.lgbm import LearnData, booster_params, train_booster
 from app.models.torch_data import ArraySource
 from app.models.torch_training import TrainSettings, seeded, train
-from app.progress import ProgressBar
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -132,7 +132,10 @@ class _BrokenTerminal(io.StringIO):
 def test_a_failing_terminal_turns_the_bar_off_and_the_work_goes_on(caplog: pytest.LogCaptureFixture) -> None:
     stdout, stderr = sys.stdout, sys.stderr
     console = Console(force_terminal=True, file=_BrokenTerminal())
-    with caplog.at_level(logging.WARNING, logger="app.progress"), ProgressBar(3, "features", console=console) as bar:
+    with (
+        caplog.at_level(logging.WARNING, logger="app.core.progress"),
+        ProgressBar(3, "features", console=console) as bar,
+    ):
         for _ in range(3):
             bar.advance()
     assert not bar.active

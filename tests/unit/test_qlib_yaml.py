@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
+from app.config.jobs import validate_jobs
+from app.config.qlib_yaml import LIGHTGBM_DEFAULT_SEEDS, hydra_value, load, main, translate, translate_file
+from app.core.errors import ConfigError
 from app.data.synth import SynthSpec, write_synth_market
-from app.errors import ConfigError
-from app.qlib_yaml import LIGHTGBM_DEFAULT_SEEDS, hydra_value, load, main, translate, translate_file
-from app.run import validate_jobs
 from tests.small_specs import QUICK_LGBM, SEGMENTS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "data" / "qlib_yaml"
@@ -38,8 +38,8 @@ def _spec(overrides: list[str]) -> dict[str, Any]:
     """The resolved task spec `qtrain run` trains for ``overrides`` (after its own validation)."""
     from hydra import compose, initialize_config_dir
 
-    from app.config import conf_dir, prepare_config, task_spec_from_config
-    from app.settings import load_settings
+    from app.config.compose import conf_dir, prepare_config, task_spec_from_config
+    from app.core.settings import load_settings
 
     validate_jobs(overrides, multirun=False)
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
@@ -435,7 +435,7 @@ print(json.dumps(out, default=list))
 def test_the_tables_hold_qlib_s_own_defaults(qlib_python: Path) -> None:
     """Every 'Qlib's default' the translation fills in is the default in Qlib's code (signatures, region configs,
     PortAnaRecord's default config, qlib.init's provider_uri, qrun's experiment name)."""
-    from app import qlib_yaml as q
+    from app.config import qlib_yaml as q
 
     tables = {**q.MODELS, **q.HANDLERS, **q.DATASETS, **q.RECORDS, **q.STRATEGIES, **q.EXECUTORS,
               "qlib.backtest.backtest": q._Class("backtest", None, q._BACKTEST_ARGS),

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from app.errors import ConfigError
-from app.schema import check_spec_types
+from app.config.schema import check_spec_types
+from app.core.errors import ConfigError
 
 BACKTEST = "app.evaluation.backtest.BacktestConfig"
 PORT = "app.evaluation.records.PortAnaRecord"

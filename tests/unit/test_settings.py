@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from app.errors import ConfigError
-from app.settings import load_settings
+from app.core.errors import ConfigError
+from app.core.settings import load_settings
 
 
 def test_defaults_live_under_the_working_directory(tmp_path: Path) -> None:

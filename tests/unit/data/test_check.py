@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.core.errors import StoreFormatError
 from app.data.binfile import bin_problem, read_bin, read_bin_header
 from app.data.check import check_feature_files, check_store
 from app.data.store import QlibStore
 from app.data.synth import SynthSpec, write_synth_market
-from app.errors import StoreFormatError
 from tests.unit.data.qlib_layout import write_calendar, write_field, write_market
 
 NAN = float("nan")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from app.core.errors import StoreFormatError
 from app.data.fingerprint import store_fingerprint
-from app.errors import StoreFormatError
 from tests.unit.data.qlib_layout import write_calendar, write_field, write_market
 
 DATES = ["2020-01-02", "2020-01-03", "2020-01-06"]

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from app.core.errors import ConfigError, ImportValidationError
 from app.data.importer import import_market
 from app.data.store import QlibStore
-from app.errors import ConfigError, ImportValidationError
 
 HEADER = "date,open,high,low,close,volume\n"
 

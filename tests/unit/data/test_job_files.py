@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from app.config import build_components, compose_dataset, group_options
+from app.config.compose import build_components, compose_dataset, group_options
+from app.core.errors import StoreFormatError
 from app.data.synth import SynthSpec, write_synth_market
-from app.errors import StoreFormatError
 from app.workflow.spec import TaskSpec
 from tests.small_specs import small_spec
 

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from app.core.errors import DateRangeError, StoreFormatError, UnknownInstrumentError, UnknownMarketError
 from app.data.store import QlibStore
 from app.data.writer import write_store
-from app.errors import DateRangeError, StoreFormatError, UnknownInstrumentError, UnknownMarketError
 from tests.unit.data.qlib_layout import write_calendar, write_field, write_market
 
 NAN = float("nan")

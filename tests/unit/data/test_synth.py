@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from app.core.errors import ConfigError
 from app.data.store import QlibStore
 from app.data.synth import SynthSpec, synth_market, trading_calendar, write_synth_market
-from app.errors import ConfigError
 
 FIELDS = ["open", "high", "low", "close", "volume", "vwap", "factor", "change"]
 INDEX = "SH000300"

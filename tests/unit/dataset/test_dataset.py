@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from app.core.errors import ConfigError, EmptySegmentError, UnknownSegmentError
 from app.dataset.dataset import Dataset, TSDataset
 from app.dataset.processors import CSZScoreNorm, DropnaLabel
 from app.dataset.views import ProcessedViews
-from app.errors import ConfigError, EmptySegmentError, UnknownSegmentError
 from tests.unit.dataset.frames import NAN, grid
 
 DATES = ["2015-01-05", "2016-06-01", "2018-03-01", "2020-12-15"]

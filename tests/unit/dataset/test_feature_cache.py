@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from app.core.errors import ConfigError
 from app.data.fingerprint import store_fingerprint
 from app.dataset.cache import FeatureCache, canonical_json, forget_loaded_frames, key_digest
-from app.errors import ConfigError
 from tests.unit.data.qlib_layout import write_calendar, write_field, write_market
 from tests.unit.dataset.frames import NAN, grid
 

@@ -10,13 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from app.core.errors import ConfigError
 from app.data.store import QlibStore
 from app.data.synth import SynthSpec, write_synth_market
 from app.dataset.cache import FeatureCache
 from app.dataset.dataset import TSDataset
 from app.dataset.handler import DataHandler, DatasetSpec
 from app.dataset.processors import CSZScoreNorm, DropnaLabel, DropnaProcessor, Fillna, RobustZScoreNorm
-from app.errors import ConfigError
 from app.features.handlers import alpha158, expressions
 
 FEATURES = expressions(features={"MOM5": "Ref($close, 5)/$close", "VMA10": "Mean($volume, 10)/($volume+1e-12)"})

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from app.core.errors import ConfigError, DateRangeError, NotFittedError
 from app.dataset.processors import (
     CSRankNorm,
     CSZFillna,
@@ -19,7 +20,6 @@ from app.dataset.processors import (
     RobustZScoreNorm,
     ZScoreNorm,
 )
-from app.errors import ConfigError, DateRangeError, NotFittedError
 from tests.unit.dataset.frames import INF, NAN, grid
 
 D2 = ["2020-01-02", "2020-01-03"]

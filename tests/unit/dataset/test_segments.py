@@ -8,10 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from app.core.errors import ConfigError
 from app.data.store import QlibStore
 from app.data.synth import SynthSpec, write_synth_market
 from app.dataset.segments import auto_segments, rolling_segments
-from app.errors import ConfigError
 
 CAL = pd.bdate_range("2020-01-01", periods=300)
 SEG = {

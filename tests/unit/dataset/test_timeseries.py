@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from app.core.errors import ConfigError
 from app.dataset.timeseries import TSBatch, TSSampler
-from app.errors import ConfigError
 from tests.unit.dataset.frames import NAN, rows
 
 DAYS = [d.strftime("%Y-%m-%d") for d in pd.bdate_range("2020-01-06", periods=10)]

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from app.core.errors import ConfigError, DataError, DateRangeError
 from app.dataset.processors import CSRankNorm, DropnaLabel, Fillna, RobustZScoreNorm, ZScoreNorm
 from app.dataset.views import ProcessedViews
-from app.errors import ConfigError, DataError, DateRangeError
 from tests.unit.dataset.frames import NAN, grid
 
 DATES = ["2020-01-02", "2020-01-03", "2020-01-06"]

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from app.core.errors import ConfigError, DataError, DateRangeError, UnknownInstrumentError
 from app.data.store import QlibStore
 from app.data.synth import SynthSpec, write_synth_market
-from app.errors import ConfigError, DataError, DateRangeError, UnknownInstrumentError
 from app.evaluation.backtest import REPORT_COLUMNS, BacktestConfig, run_backtest
 from app.evaluation.risk import portfolio_metrics
 from tests.unit.evaluation.tiny_market import NAN, f32_return, make_store, predictions

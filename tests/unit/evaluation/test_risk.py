@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app.errors import ConfigError
+from app.core.errors import ConfigError
 from app.evaluation.risk import indicator_analysis, parse_freq, portfolio_metrics, risk_analysis
 
 

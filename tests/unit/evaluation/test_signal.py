@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app.errors import DataError
+from app.core.errors import DataError
 from app.evaluation.signal import daily_ic, long_short_returns, quantile_returns, signal_metrics
 
 NAN = math.nan

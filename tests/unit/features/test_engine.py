@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.errors import ExpressionError
+from app.core.errors import ExpressionError
 from app.features import engine, evaluate, required_fields
 from tests.unit.features.panels import column_panel, make_panel, random_panel
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from app import progress
+from app.core import progress
 from app.data.store import QlibStore
 from app.data.synth import SynthSpec, write_synth_market
 from app.features import frame

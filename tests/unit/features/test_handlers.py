@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.errors import ConfigError, ExpressionError
+from app.core.errors import ConfigError, ExpressionError
 from app.features.handlers import GRU20_COLUMNS, alpha158, alpha360, expressions
 
 ROLLING = [

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from numba import njit
 
+from app.core.errors import ConfigError
 from app.data.store import QlibStore
 from app.data.synth import SynthSpec, write_synth_market
 from app.dataset.handler import DataHandler
-from app.errors import ConfigError
 from app.features import evaluate
 from app.features import kernels as k
 from app.features.handlers import GRU20_COLUMNS, PANDAS_RULES, FeatureSet, alpha158, alpha360, expressions

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.errors import ConfigError, ExpressionError
+from app.core.errors import ConfigError, ExpressionError
 from app.features import OPERATORS, Call, Const, Field, parse
 from app.features.parser import field_names
 

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from app.core.errors import ConfigError
 from app.dataset.dataset import Dataset
-from app.errors import ConfigError
 from app.models.base import Model, load_model
 from app.models.double_ensemble import (
     ENSEMBLE_FILE,

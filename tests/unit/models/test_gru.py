@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from app.errors import ConfigError, NotFittedError
+from app.core.errors import ConfigError, NotFittedError
 from app.models.base import load_model
 from app.models.gru import GRUModel, GRUNet
 from app.models.torch_checkpoint import load_best_weights, load_last_weights

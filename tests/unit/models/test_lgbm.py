@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from app.core.errors import ConfigError
 from app.data.store import QlibStore
 from app.dataset.dataset import Dataset
-from app.errors import ConfigError
 from app.models.base import Model, load_model
 from app.models.lgbm import BOOSTER_FILE, LightGBMModel, booster_params
 from tests.unit.models import market

@@ -92,7 +92,7 @@ def test_shipped_alias_table_is_the_installed_lightgbms() -> None:
     """Config checks read the alias table from a file so they need not import LightGBM; it must be current."""
     import json
 
-    from app.models.lgbm import ALIASES_FILE
+    from app.models.lightgbm_lib import ALIASES_FILE
 
     lgb = import_lightgbm()
     doc = json.loads(ALIASES_FILE.read_text())

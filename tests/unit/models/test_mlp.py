@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from app.errors import ConfigError
+from app.core.errors import ConfigError
 from app.models.base import load_model
 from app.models.mlp import MLPModel, MLPNet
 from app.models.torch_checkpoint import load_best_weights

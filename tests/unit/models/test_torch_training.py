@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from app.errors import ConfigError
+from app.core.errors import ConfigError
 from app.models.torch_checkpoint import load_best_weights, load_last_weights
 from app.models.torch_data import ArraySource, Batches, BatchPlan, NumpyDrawPlan, NumpyShufflePlan, TorchLoaderPlan
 from app.models.torch_training import (

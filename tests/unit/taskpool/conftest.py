@@ -1,5 +1,5 @@
 """The stores the task-pool contract suite runs against: SQLite, MongoDB through mongomock, and a real MongoDB
-server when QTRAIN_MONGO_URL is set (read through app.settings, never os.environ)."""
+server when QTRAIN_MONGO_URL is set (read through app.core.settings, never os.environ)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import load_settings
+from app.core.settings import load_settings
 from app.taskpool import SQLiteTaskPool, TaskPool
 
 STORES = ["sqlite", "mongomock", "mongodb"]

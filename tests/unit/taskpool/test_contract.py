@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from app.errors import ConfigError, TaskNotFoundError, TaskPoolError
+from app.core.errors import ConfigError, TaskNotFoundError, TaskPoolError
 from app.taskpool import STATUSES, TaskPool, TaskRecord
 
 LEASE = 0.2

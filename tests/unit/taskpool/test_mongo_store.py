@@ -8,7 +8,7 @@ import time
 import mongomock
 import pytest
 
-from app.errors import ConfigError, TaskStoreError
+from app.core.errors import ConfigError, TaskStoreError
 from app.taskpool.mongo import MongoTaskPool
 
 

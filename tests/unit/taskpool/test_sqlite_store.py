@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app.errors import TaskStoreError
+from app.core.errors import TaskStoreError
 from app.taskpool import SQLiteTaskPool
 from app.taskpool.sqlite import SCHEMA_VERSION
 

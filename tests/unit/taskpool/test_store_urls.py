@@ -9,10 +9,10 @@ from pathlib import Path
 import mongomock
 import pytest
 
-from app.errors import ConfigError
+from app.core.credentials import mask_url
+from app.core.errors import ConfigError
 from app.taskpool import SQLiteTaskPool, open_pool
 from app.taskpool.urls import mongo_database, sqlite_path
-from app.urls import mask_url
 
 ROOT = Path(__file__).resolve().parents[3]
 

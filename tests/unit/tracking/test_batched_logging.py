@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from mlflow import MlflowClient
 
-from app.errors import TrackingError
+from app.core.errors import TrackingError
 from app.tracking import ExpManager
 
 

@@ -12,9 +12,9 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from app.errors import TrackingError, UnsupportedObjectError
+from app.core.errors import TrackingError, UnsupportedObjectError
 from app.tracking import ExpManager, Recorder
-from app.tracking.store import local_artifact_dir
+from app.tracking.backend import local_artifact_dir
 
 
 @pytest.fixture

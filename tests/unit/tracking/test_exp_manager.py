@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from app.errors import (
+from app.core.errors import (
     ArtifactNotFoundError,
     ConfigError,
     ExperimentNotFoundError,

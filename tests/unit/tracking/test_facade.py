@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from app.errors import ConfigError, NoActiveRunError
-from app.settings import Settings, load_settings
+from app.core.errors import ConfigError, NoActiveRunError
+from app.core.settings import Settings, load_settings
 from app.tracking import ExpManager
 from app.tracking.facade import RecorderFacade
 
@@ -109,7 +109,7 @@ def test_configure_swaps_the_manager_but_not_mid_run(manager: ExpManager, tracki
 
 
 def test_default_r_reads_get_settings(tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from app.settings import get_settings
+    from app.core.settings import get_settings
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
     monkeypatch.setenv("QTRAIN_ARTIFACT_ROOT", str(tmp_path / "from-env"))

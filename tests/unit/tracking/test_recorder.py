@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from app.errors import ConfigError, NoActiveRunError, RecorderNotFoundError, TrackingError
+from app.core.errors import ConfigError, NoActiveRunError, RecorderNotFoundError, TrackingError
 from app.models.base import CurveRecorder
 from app.tracking import ExpManager, Recorder
 

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app.errors import ArtifactNotFoundError, ConfigError, TrackingError, UnsupportedObjectError
+from app.core.errors import ArtifactNotFoundError, ConfigError, TrackingError, UnsupportedObjectError
 from app.tracking import Recorder
-from app.tracking.store import local_artifact_dir
+from app.tracking.backend import local_artifact_dir
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -10,16 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from app.errors import ConfigError, TrackingError
+from app.core.errors import ConfigError, TrackingError
 from app.tracking import ExpManager, prepare_tracking_store
-from app.tracking.provenance import git_commit
-from app.tracking.store import (
+from app.tracking.backend import (
     default_artifact_root,
     experiment_artifact_location,
     local_artifact_dir,
     make_client,
     sqlite_path,
 )
+from app.tracking.provenance import git_commit
 
 
 def test_sqlite_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

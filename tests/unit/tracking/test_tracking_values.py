@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.errors import ConfigError
+from app.core.errors import ConfigError
 from app.tracking import values
 from app.tracking.values import TRUNCATED, clean_metrics, flatten_params, tag_values
 

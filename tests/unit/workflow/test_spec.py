@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from app.errors import ConfigError
+from app.core.errors import ConfigError
 from app.workflow.spec import TaskSpec
 
 SPEC = {

@@ -1,6 +1,6 @@
 """The Hydra callback behind ``qtrain run -m``: sweep progress and, at the end, the summary table.
 
-Each job writes ``result.json`` into its output directory (``app.run.train_job``); at the end of the sweep this
+Each job writes ``result.json`` into its output directory (``app.cli.run.train_job``); at the end of the sweep this
 callback reads them back (so it works with any launcher, in-process or not) and prints one row per job and the
 mean ± std of Qlib's key metrics per configuration (the jobs' overrides without ``seed``), like Qlib's benchmark
 table. The tables are also saved as ``summary.md`` in the sweep directory.

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from app import __version__
-from app.errors import ConfigError, QtrainError
-from app.pool_cli import add_pool_commands
-from app.settings import SAMPLE_DAYS, SAMPLE_INSTRUMENTS, Settings, load_settings
+from app.cli.pool import add_pool_commands
+from app.core.errors import ConfigError, QtrainError
+from app.core.settings import SAMPLE_DAYS, SAMPLE_INSTRUMENTS, Settings, load_settings
 
 
 def console() -> None:
@@ -40,11 +40,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``qtrain`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["run"]:
-        from app.run import run
+        from app.cli.run import run
 
         return run(argv[1:])
     if argv[:1] == ["qlib"]:
-        from app.qlib_yaml import main as qlib_main
+        from app.config.qlib_yaml import main as qlib_main
 
         return qlib_main(argv[1:])
     parser = _parser()
@@ -211,13 +211,11 @@ def _data_synth(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _end(args: argparse.Namespace, settings: Settings) -> None:
-    from app.config import build_components
-    from app.dataset.cache import FeatureCache
-    from app.tracking.manager import ExpManager
+    from app.config.compose import build_components
+    from app.runtime import get_runtime
     from app.workflow.train import end_task_train
 
-    manager = ExpManager(settings.tracking_uri, settings.artifact_root)
-    cache = FeatureCache(settings.cache_dir / "features")
+    manager, cache = get_runtime(settings).tracking(), get_runtime(settings).feature_cache
     failed = []
     for run_id in args.run_ids:
         try:
@@ -232,16 +230,16 @@ def _end(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _data_features(args: argparse.Namespace, settings: Settings) -> None:
-    from app.config import compose_dataset
+    from app.config.compose import compose_dataset
     from app.data.store import QlibStore
-    from app.dataset.cache import FeatureCache
     from app.features.export import write_parquet
+    from app.runtime import get_runtime
 
     store = QlibStore(args.data or settings.data_dir)
     lo, hi = store.date_slice(args.start, args.end)
     start, end = str(store.calendar()[lo].date()), str(store.calendar()[hi - 1].date())
     spec = compose_dataset(args.handler, market=args.market, start=start, end=end)
-    cache = None if args.no_cache else FeatureCache(settings.cache_dir / "features")
+    cache = None if args.no_cache else get_runtime(settings).feature_cache
     started = time.perf_counter()
     # The raw view needs no processors: do not build (and cache) the infer and learn views for it.
     frame = spec.handler.raw(store, cache) if args.view == "raw" else spec.handler.views(store, cache).get(args.view)
@@ -289,11 +287,11 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _report(args: argparse.Namespace, settings: Settings) -> None:
-    from app.tracking.manager import ExpManager
+    from app.core.credentials import mask_url
+    from app.runtime import get_runtime
     from app.tracking.summary import run_table, summary_table
-    from app.urls import mask_url
 
-    manager = ExpManager(settings.tracking_uri, settings.artifact_root)
+    manager = get_runtime(settings).tracking()
     if args.experiment not in manager.list_experiments():
         known = ", ".join(sorted(manager.list_experiments())) or "none"
         raise ConfigError(
@@ -318,9 +316,9 @@ def _report(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _register(args: argparse.Namespace, settings: Settings) -> None:
-    from app.tracking.manager import ExpManager
+    from app.runtime import get_runtime
 
-    manager = ExpManager(settings.tracking_uri, settings.artifact_root)
+    manager = get_runtime(settings).tracking()
     version = manager.register_model(args.run_id, args.name, artifact_path=args.artifact_path)
     print(f"registered {args.name} version {version} from run {args.run_id} ({args.artifact_path}/)")
 

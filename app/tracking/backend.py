@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
-from app.errors import ConfigError, TrackingError
-from app.urls import mask_url
+from app.core.credentials import mask_url
+from app.core.errors import ConfigError, TrackingError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

@@ -5,7 +5,7 @@ line naming the variable to fix. Each service gets a short timeout of its own an
 left to themselves the clients wait much longer (Celery's Redis result backend retries 20 times a second apart,
 pymongo looks for a server for 30 s) and then fail with a traceback.
 
-Supported: a Redis broker (see :mod:`app.broker`), a Redis or MongoDB result backend (what ``app.celery``
+Supported: a Redis broker (see :mod:`app.distributed.broker`), a Redis or MongoDB result backend (what ``app.celery``
 configures), and a SQLite or MongoDB task store (see :func:`app.taskpool.open_pool`).
 """
 
@@ -14,17 +14,17 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from app.errors import (
+from app.core.credentials import mask_url, url_password
+from app.core.errors import (
     BrokerError,
     BrokerUnreachableError,
     InfrastructureError,
     ResultBackendError,
     ResultBackendUnreachableError,
 )
-from app.settings import Settings
+from app.core.settings import Settings
 from app.taskpool import check_store
 from app.taskpool.urls import MONGO_SCHEMES
-from app.urls import mask_url, url_password
 
 DEADLINE_S = 5.0  # the whole pre-check
 SERVER_TIMEOUT_S = 2.0  # the broker, the result backend: to connect, and to answer

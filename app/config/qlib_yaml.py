@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.errors import ConfigError, QtrainError
+from app.core.errors import ConfigError, QtrainError
 
 EXIT_CONFIG = 2
 
@@ -876,7 +876,7 @@ class _Translator:
         seed_given = [False]
 
         def lightgbm_param(name: str, item: _At) -> bool:
-            from app.models.lgbm import lightgbm_aliases
+            from app.models.lightgbm_lib import lightgbm_aliases
 
             main = lightgbm_aliases().get(name)
             if main is None:
@@ -1076,8 +1076,8 @@ def _overrides(collected: _Collected) -> list[str]:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from app.config import conf_dir
-    from app.run import compose_error_message
+    from app.config.compose import conf_dir
+    from app.config.jobs import compose_error_message
 
     groups = [f"{group}={choice}" for group, choice in collected.groups.items()]
     try:
@@ -1104,7 +1104,7 @@ def _lightgbm_conf_params(model: Any, given: set[str]) -> list[str]:
     """LightGBM parameters that qtrain's model option sets and the Qlib config does not."""
     from hydra.utils import get_object
 
-    from app.models.lgbm import lightgbm_aliases
+    from app.models.lightgbm_lib import lightgbm_aliases
 
     aliases = lightgbm_aliases()
     fields = set(inspect.signature(get_object(str(model._target_))).parameters)
@@ -1198,7 +1198,7 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("config", type=Path, help="a Qlib workflow YAML, e.g. workflow_config_lightgbm_Alpha158.yaml")
     parser.add_argument("--run", action="store_true", help="run the command after printing it")
     args, extra = parser.parse_known_args(list(argv))
-    from app.settings import get_settings
+    from app.core.settings import get_settings
 
     debug = False
     try:
@@ -1212,6 +1212,6 @@ def main(argv: Sequence[str]) -> int:
     print(translation.command(extra), flush=True)
     if not args.run:
         return 0
-    from app.run import run
+    from app.cli.run import run
 
     return run([*translation.overrides, *extra])

@@ -1,7 +1,8 @@
 """``qtrain pool status|list|reset|requeue|purge|reconcile|work``: operating the task pool from the shell.
 
 The commands that send messages (reset, requeue, reconcile) first check the broker, the result backend and the
-task store (:func:`app.infra_check.check_services`, within 5 s), so a broken setting changes nothing in the store.
+task store (:func:`app.distributed.infra_check.check_services`, within 5 s), so a broken setting changes nothing in
+the store.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import socket
 import time
 from typing import Any
 
-from app.errors import ConfigError
-from app.settings import Settings
+from app.core.errors import ConfigError
+from app.core.settings import Settings
 from app.taskpool.base import STATUSES
 
 
@@ -57,24 +58,23 @@ def add_pool_commands(commands: Any) -> None:
 
 
 def _open(settings: Settings) -> Any:
-    from app.taskpool import open_pool
+    from app.runtime import get_runtime
 
-    return open_pool(settings.task_store)
+    return get_runtime(settings).pool
 
 
 def _checked(settings: Settings) -> Any:
     """The task store, once the services a command that sends messages needs have answered."""
-    from app.infra_check import check_services
+    from app.distributed.infra_check import check_services
 
     check_services(settings)
     return _open(settings)
 
 
 def _broker() -> Any:
-    from app.broker import CeleryBroker
-    from app.celery import app
+    from app.runtime import get_runtime
 
-    return CeleryBroker(app)
+    return get_runtime().broker
 
 
 def _print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
@@ -141,16 +141,9 @@ def _reconcile(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _work(args: argparse.Namespace, settings: Settings) -> None:
-    from app.config import build_components
-    from app.dataset.cache import FeatureCache
-    from app.tracking.manager import ExpManager
-    from app.workflow.pool_worker import PoolWorker
+    from app.runtime import get_runtime
 
-    worker = PoolWorker(
-        _open(settings), ExpManager(settings.tracking_uri, settings.artifact_root), build_components,
-        worker=f"{socket.gethostname()}:{os.getpid()}", cache=FeatureCache(settings.cache_dir / "features"),
-        checkpoint_root=settings.checkpoint_dir, lease_s=settings.lease_s,
-    )  # fmt: skip
+    worker = get_runtime(settings).pool_worker(f"{socket.gethostname()}:{os.getpid()}")
     idle_since, done = time.monotonic(), 0
     while True:
         outcome = worker.run(args.pool, stage=args.stage)
@@ -172,7 +165,7 @@ def _dispatch_pool(store: Any, pool: str) -> int:
 
 
 def _masked(url: str) -> str:
-    from app.urls import mask_url
+    from app.core.credentials import mask_url
 
     return mask_url(url)
 

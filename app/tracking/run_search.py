@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from app.tracking.store import mlflow_errors
+from app.tracking.backend import mlflow_errors
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from app.errors import ConfigError, DataError
-from app.settings import SAMPLE_DAYS, SAMPLE_INSTRUMENTS, Settings
+from app.core.errors import ConfigError, DataError
+from app.core.settings import SAMPLE_DAYS, SAMPLE_INSTRUMENTS, Settings
 
 
 def conf_dir() -> Path:
@@ -19,7 +19,7 @@ def conf_dir() -> Path:
     Raises:
         ConfigError: neither exists (qtrain was installed without its config tree).
     """
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]  # app/
     for path in (package / "_conf", package.parent / "conf"):
         if (path / "config.yaml").is_file():
             return path
@@ -115,7 +115,7 @@ def task_spec_from_config(cfg: Any) -> Any:
     Raises:
         ConfigError: an unresolved value, a key a target does not take, or a value of the wrong type (key named).
     """
-    from app.schema import check_spec_types
+    from app.config.schema import check_spec_types
     from app.workflow.spec import TaskSpec
 
     body = resolve_config(cfg)

@@ -16,8 +16,8 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from app.errors import ConfigError
-from app.typecheck import describe, matches, type_hints
+from app.core.errors import ConfigError
+from app.core.typecheck import describe, matches, type_hints
 
 _UNCHECKED = object()  # a hint we do not judge
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.errors import ConfigError
+from app.core.errors import ConfigError
 
 SAMPLE_INSTRUMENTS = 100  # the embedded sample market: 100 instruments x 1500 trading days
 SAMPLE_DAYS = 1500

@@ -15,10 +15,11 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-from app.config import build_components
-from app.settings import Settings, get_settings
+from app.config.compose import build_components
+from app.core.credentials import mask_url
+from app.core.settings import Settings, get_settings
+from app.runtime import get_runtime
 from app.taskpool.base import Stage, TaskPool, TaskRecord
-from app.urls import mask_url
 from app.workflow.pool_worker import Outcome, PoolWorker, fail_unready
 from app.workflow.spec import TaskSpec
 from app.workflow.train import Components
@@ -30,15 +31,8 @@ _UNREADY: dict[str, str] = {}  # worker name -> why this process cannot run its 
 _RECONCILER_WARNED: list[str] = []
 
 
-@functools.cache
-def _shared_pool(url: str) -> TaskPool:
-    from app.taskpool import open_pool
-
-    return open_pool(url)
-
-
 def _setup(what: str, setting: str, value: str, build: Callable[[], T]) -> T:
-    from app.errors import ConfigError, QtrainError
+    from app.core.errors import ConfigError, QtrainError
 
     try:
         return build()
@@ -50,11 +44,11 @@ def _setup(what: str, setting: str, value: str, build: Callable[[], T]) -> T:
 
 
 def _redispatcher(pool: TaskPool) -> Callable[[TaskRecord], object]:
-    from app.broker import CeleryBroker
-    from app.celery import app
     from app.workflow.trainer_rm import send
 
-    broker = _setup("the broker", "QTRAIN_BROKER_URL", mask_url(str(app.conf.broker_url)), lambda: CeleryBroker(app))
+    wiring = get_runtime()
+    url = mask_url(wiring.settings.broker_url)
+    broker = _setup("the broker", "QTRAIN_BROKER_URL", url, lambda: wiring.broker)
     return lambda task: send(pool, broker, task)
 
 
@@ -84,24 +78,16 @@ def pool_worker(hostname: str) -> PoolWorker:
     Raises:
         ConfigError: one of them cannot be used; the message names the setting.
     """
-    from app import wiring
-
-    settings = get_settings()
-    pool = _shared_pool(settings.task_store)
-    redispatch = _redispatcher(pool)
-    manager = _setup(
-        "the tracking store", "MLFLOW_TRACKING_URI", mask_url(settings.tracking_uri), lambda: wiring.tracking(settings)
-    )
-    cache = wiring.feature_cache(settings)
+    wiring = get_runtime()
+    settings = wiring.settings
+    redispatch = _redispatcher(wiring.pool)
+    manager = _setup("the tracking store", "MLFLOW_TRACKING_URI", mask_url(settings.tracking_uri), wiring.tracking)
+    cache = wiring.feature_cache
     _setup("the feature cache", "QTRAIN_CACHE_DIR", str(settings.cache_dir), lambda: _writable_dir(cache.root))
-    return PoolWorker(
-        pool,
-        manager,
-        _build,
-        worker=hostname,
-        cache=cache,
-        checkpoint_root=settings.checkpoint_dir,
-        lease_s=settings.lease_s,
+    return wiring.pool_worker(
+        hostname,
+        build=_build,
+        manager=manager,
         redispatch=redispatch,
         draw_plots_later=True,  # the next task trains while they are drawn; waited for when the child exits
     )
@@ -126,7 +112,7 @@ def run_task(hostname: str, pool_name: str, task_id: str, stage: Stage) -> Outco
         TaskStoreError: the task store cannot be opened (then nothing can be recorded).
     """
     settings = get_settings()
-    pool = _shared_pool(settings.task_store)  # if this fails, nothing can be recorded: the error goes to Celery
+    pool = get_runtime().pool  # if this fails, nothing can be recorded: the error goes to Celery
     worker = _ready_worker(hostname)
     if isinstance(worker, PoolWorker):
         return worker.run(pool_name, task_id, stage=stage)
@@ -148,7 +134,7 @@ def preload() -> None:
 
     import app.evaluation.records
     import app.features.frame  # noqa: F401
-    from app.models.lgbm import import_lightgbm
+    from app.models.lightgbm_lib import import_lightgbm
 
     import_lightgbm()
 
@@ -157,20 +143,16 @@ def preload() -> None:
 def _reconciler(settings: Settings) -> PoolWorker:
     # its own tracking client, not the process's shared one: pool children forked later inherit this process's
     # memory, and one that found an open MLflow store there would use the parent's SQLite connections
-    from app.tracking.manager import ExpManager
-
-    manager = ExpManager(settings.tracking_uri, settings.artifact_root)
-    return PoolWorker(_shared_pool(settings.task_store), manager, build_components, worker="reconciler")
+    wiring = get_runtime(settings)
+    return wiring.pool_worker("reconciler", manager=wiring.separate_tracking(), cache=None)
 
 
 def reconcile_pools() -> int:
     """Expire dead leases and re-send lost messages in every pool of the task store; returns messages sent."""
-    from app.broker import CeleryBroker
-    from app.celery import app
     from app.workflow.trainer_rm import reconcile
 
     settings = get_settings()
-    pool, broker = _shared_pool(settings.task_store), CeleryBroker(app)
+    pool, broker = get_runtime(settings).pool, get_runtime(settings).broker
     end_run: Callable[[str], object] | None = None
     try:
         end_run = _reconciler(settings).end_killed_run

@@ -1,4 +1,4 @@
-"""Does a value fit a type hint? One answer for the config checks (``app.schema``, JSON values before anything
+"""Does a value fit a type hint? One answer for the config checks (``app.config.schema``, JSON values before anything
 is built) and the models' own field checks (``app.models.base.check_hyperparameters``)."""
 
 from __future__ import annotations

@@ -17,11 +17,11 @@ from typing import Any
 from celery import Celery
 from kombu.exceptions import OperationalError
 
-from app.celery import QUEUES
-from app.errors import BrokerUnreachableError, ResultBackendUnreachableError
-from app.infra_check import BACKEND_VARIABLE, BROKER_VARIABLE, check_broker_url
+from app.core.credentials import mask_url
+from app.core.errors import BrokerUnreachableError, ResultBackendUnreachableError
+from app.distributed.celery_config import QUEUES
+from app.distributed.infra_check import BACKEND_VARIABLE, BROKER_VARIABLE, check_broker_url
 from app.taskpool.base import TaskRecord
-from app.urls import mask_url
 
 log = logging.getLogger(__name__)
 
