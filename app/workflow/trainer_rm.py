@@ -73,14 +73,15 @@ def reconcile(
     *,
     ends: bool = False,
     end_run: Callable[[str], object] | None = None,
-    grace_s: float = DISPATCH_GRACE_S,
+    grace_s: float | None = None,
 ) -> ReconcileReport:
     """Return expired leases to the pool, then give every waiting task (and, with ``ends``, every part_done
     task) that has no live broker message a new one.
 
-    A message is live while it sits in a ready queue, or for ``grace_s`` after it was sent; a message a dead
-    worker took (Redis keeps it unacked until the visibility timeout) is not. Re-sending cannot duplicate work:
-    the pool's claim lets one attempt run, and a late duplicate message finds the task running or done.
+    A message is live while it sits in a ready queue, or for ``grace_s`` (default ``DISPATCH_GRACE_S``) after it
+    was sent; a message a dead worker took (Redis keeps it unacked until the visibility timeout) is not.
+    Re-sending cannot duplicate work: the pool's claim lets one attempt run, and a late duplicate message finds
+    the task running or done.
     ``end_run(run_id)`` ends the MLflow run of an expired attempt (KILLED), when given.
     """
     expired = pool.expire_leases(pool_name)
@@ -92,7 +93,8 @@ def reconcile(
     now = datetime.now(UTC)
     dispatched = 0
     for task in pool.list(pool_name, ["waiting", "part_done"] if ends else ["waiting"]):
-        recent = task.dispatched_at is not None and (now - task.dispatched_at).total_seconds() < grace_s
+        grace = DISPATCH_GRACE_S if grace_s is None else grace_s
+        recent = task.dispatched_at is not None and (now - task.dispatched_at).total_seconds() < grace
         if task.id in pending or recent:
             continue
         log.info("task %s (%s) has no live message: sending one", task.id, task.status)

@@ -1,0 +1,131 @@
+"""The pool's state machine around the broker, in milliseconds: a SQLite task store in a temp dir and the
+in-memory broker stand in for MongoDB/PostgreSQL and Redis (the real ones run in tests/integration)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from app.taskpool import SQLiteTaskPool
+from app.taskpool.base import TaskPool
+from app.workflow.memory_broker import MemoryBroker
+from app.workflow.pool_worker import fail_unready
+from app.workflow.spec import TaskSpec
+from app.workflow.trainer_rm import PoolWaitTimeout, TrainerRM, reconcile, send
+
+
+@pytest.fixture
+def pool(tmp_path: Path) -> TaskPool:
+    return SQLiteTaskPool(tmp_path / "tasks.db")
+
+
+@pytest.fixture
+def broker() -> MemoryBroker:
+    return MemoryBroker()
+
+
+def _trainer(pool: TaskPool, broker: MemoryBroker, **options: Any) -> TrainerRM:
+    def build(spec: TaskSpec) -> Any:  # what submit reads of the components: the model's queue
+        return SimpleNamespace(model=SimpleNamespace(queue=str(spec.body.get("queue", "cpu"))))
+
+    return TrainerRM(None, build, experiment_name="exp", pool=pool, broker=broker, **options)  # type: ignore[arg-type]
+
+
+def _spec(seed: int, **extra: Any) -> TaskSpec:
+    return TaskSpec.from_mapping({"seed": seed, **extra})
+
+
+def test_submit_stores_each_spec_once_and_sends_one_message_to_its_queue(pool: TaskPool, broker: MemoryBroker) -> None:
+    trainer = _trainer(pool, broker, priority=3, max_attempts=2)
+    tasks = trainer.submit([_spec(0), _spec(1, queue="gpu")])
+    again = trainer.submit([_spec(0)])  # the same spec: the pool's task, no second message
+    assert again[0].id == tasks[0].id
+    assert [(m.task_id, m.queue) for m in broker.sent] == [(tasks[0].id, "cpu"), (tasks[1].id, "gpu")]
+    stored = pool.get(tasks[1].id)
+    assert (stored.status, stored.priority, stored.max_attempts, stored.dispatches) == ("waiting", 3, 2, 1)
+
+
+def test_reconcile_resends_only_messages_that_are_gone(pool: TaskPool, broker: MemoryBroker) -> None:
+    task, _ = pool.submit("exp", {"seed": 0}, "h0")
+    assert reconcile(pool, "exp", broker).dispatched == 1  # stored without a message (an interrupted submission)
+    assert reconcile(pool, "exp", broker, grace_s=0).dispatched == 0  # its message waits in the queue: live
+    assert broker.take("cpu") is not None  # a worker took it, then died before claiming
+    assert reconcile(pool, "exp", broker).dispatched == 0  # taken moments ago: still counted live (grace)
+    assert reconcile(pool, "exp", broker, grace_s=0).dispatched == 1  # gone: a new one
+    assert broker.lose() == 1  # the broker restarted without persistence
+    assert reconcile(pool, "exp", broker, grace_s=0).dispatched == 1
+    assert [m.message_id for m in broker.sent] == [f"{task.id}.1", f"{task.id}.2", f"{task.id}.3"]
+
+
+def test_an_expired_lease_returns_the_task_ends_its_run_and_sends_a_message(
+    pool: TaskPool, broker: MemoryBroker
+) -> None:
+    task, _ = pool.submit("exp", {"seed": 0}, "h0", max_attempts=2)
+    for attempt in (1, 2):
+        claimed = pool.claim("exp", f"w{attempt}", lease_s=0.01)
+        assert claimed is not None and claimed.attempts == attempt
+        assert pool.set_run(task.id, claimed.token or "", f"run-{attempt}")
+        time.sleep(0.05)  # the worker died: no heartbeat
+        ended: list[str] = []
+        report = reconcile(pool, "exp", broker, end_run=ended.append, grace_s=0)
+        assert ended == [f"run-{attempt}"] and report.expired == 1
+        assert report.dispatched == (1 if attempt == 1 else 0)  # out of attempts: failed, no message
+        assert not pool.heartbeat(task.id, claimed.token or "")  # the dead attempt's token is stale
+    final = pool.get(task.id)
+    assert final.status == "failed" and final.error and "lease expired" in final.error
+
+
+def test_a_worker_that_cannot_set_up_fails_attempts_until_the_task_fails(pool: TaskPool, broker: MemoryBroker) -> None:
+    task, _ = pool.submit("exp", {"seed": 0}, "h0", max_attempts=3)
+    redispatch = lambda t: send(pool, broker, t)  # noqa: E731
+    outcomes = [
+        fail_unready(pool, "exp", "w1", "MLFLOW_TRACKING_URI is broken", task_id=task.id, redispatch=redispatch)
+        for _ in range(3)
+    ]
+    assert [o.action for o in outcomes] == ["retrying", "retrying", "failed"]
+    assert len(broker.sent) == 2  # a message for each retry, none after the last attempt
+    final = pool.get(task.id)
+    assert (final.status, final.attempts, final.error) == ("failed", 3, "MLFLOW_TRACKING_URI is broken")
+    late = fail_unready(pool, "exp", "w1", "still broken", task_id=task.id, redispatch=redispatch)
+    assert late.action == "skipped" and pool.get(task.id).attempts == 3  # a stale message changes nothing
+
+
+def test_wait_returns_results_in_task_order_and_resends_lost_messages(pool: TaskPool, broker: MemoryBroker) -> None:
+    trainer = _trainer(pool, broker, poll_s=0.01, timeout_s=30)
+    tasks = trainer.submit([_spec(0), _spec(1)])
+    broker.lose()  # both messages gone before any worker took them
+
+    def worker() -> None:  # serves whatever message comes, as a Celery worker would
+        served = 0
+        while served < 2:
+            message = broker.take("cpu")
+            if message is None:
+                time.sleep(0.005)
+                continue
+            claimed = pool.claim("exp", "w1", task_id=message.task_id)
+            if claimed is not None:
+                pool.finish(claimed.id, claimed.token or "", {"run_id": f"run-{claimed.id}", "metrics": {"IC": 0.1}})
+                served += 1
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("app.workflow.trainer_rm.DISPATCH_GRACE_S", 0.0)
+        results = trainer.wait([t.id for t in reversed(tasks)])
+    thread.join(5)
+    assert [r.run_id for r in results] == [f"run-{tasks[1].id}", f"run-{tasks[0].id}"]
+    assert all(r.metrics == {"IC": 0.1} and r.error is None for r in results)
+    assert len(broker.sent) == 4  # each task's lost message sent again by the waiting client's reconcile
+
+
+def test_wait_gives_up_after_its_timeout_and_the_tasks_stay(pool: TaskPool, broker: MemoryBroker) -> None:
+    trainer = _trainer(pool, broker, poll_s=0.01, timeout_s=0.05)
+    (task,) = trainer.submit([_spec(0)])
+    with pytest.raises(PoolWaitTimeout, match="1 of 1 tasks of pool exp are still pending"):
+        trainer.wait([task.id])
+    assert pool.get(task.id).status == "waiting"
