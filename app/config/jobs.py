@@ -89,7 +89,10 @@ def job_config(loader: Any, master: Any, overrides: Sequence[str]) -> Any:
     """
     from omegaconf import OmegaConf
 
-    cfg = _COMPOSED.pop((*master.hydra.overrides.hydra, *overrides), None)
+    # the override strings as given: resolving them would fail on one like hydra.sweep.subdir=${hydra.job.num}
+    hydra_overrides = OmegaConf.to_container(master.hydra.overrides.hydra, resolve=False)
+    assert isinstance(hydra_overrides, list)
+    cfg = _COMPOSED.pop((*map(str, hydra_overrides), *overrides), None)
     if cfg is None or cfg.hydra.job.name != master.hydra.job.name:
         logging.getLogger(__name__).info("composing the config of job %s (not validated before)", list(overrides))
         return loader.load_sweep_config(master, list(overrides))
