@@ -163,7 +163,7 @@ def train_job(cfg: Any) -> bool:
     make = instantiate(trainer_node)
     # in a sweep, a job's figures are drawn while the next job trains (the process waits for them at exit)
     later = {"draw_plots_later": hydra_cfg.mode == RunMode.MULTIRUN}
-    pool_kwargs = _pool_kwargs(settings) if issubclass(make.func, TrainerRM) else later
+    pool_kwargs = _pool_kwargs(settings, cfg) if issubclass(make.func, TrainerRM) else later
     build = builder([validated] if validated else [])
     trainer = make(manager, build, experiment_name=experiment, cache=runtime.feature_cache(settings), **pool_kwargs)
     specs = rolling_specs(cfg, rolling) if rolling else [spec]
@@ -208,8 +208,10 @@ def _train(trainer: Any, specs: list[Any]) -> list[Any]:
     return results
 
 
-def _pool_kwargs(settings: Any) -> dict[str, Any]:
-    """What a pool trainer needs beyond its config: the task store, the broker, lease and checkpoints."""
+def _pool_kwargs(settings: Any, cfg: Any) -> dict[str, Any]:
+    """What a pool trainer needs beyond its config: the task store, the broker, lease, checkpoints and the tasks'
+    time limits."""
+    from app.config.compose import task_limits
     from app.runtime import get_runtime
 
     wiring = get_runtime(settings)
@@ -218,6 +220,7 @@ def _pool_kwargs(settings: Any) -> dict[str, Any]:
         "broker": wiring.broker,
         "lease_s": settings.lease_s,
         "checkpoint_root": settings.checkpoint_dir,
+        "limits": task_limits(cfg),
     }
 
 

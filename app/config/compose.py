@@ -110,7 +110,8 @@ def resolve_config(cfg: Any) -> dict[str, Any]:
 
 
 def task_spec_from_config(cfg: Any) -> Any:
-    """Resolve a composed ``conf/config.yaml`` into a checked :class:`TaskSpec` (everything but ``trainer``).
+    """Resolve a composed ``conf/config.yaml`` into a checked :class:`TaskSpec` (everything but ``trainer`` and
+    ``limits``).
 
     Raises:
         ConfigError: an unresolved value, a key a target does not take, or a value of the wrong type (key named).
@@ -120,9 +121,27 @@ def task_spec_from_config(cfg: Any) -> Any:
 
     body = resolve_config(cfg)
     body.pop("trainer", None)
+    body.pop("limits", None)  # a run setting, stored on the pool task (see task_limits): not the task's identity
     check_spec_types(body)
     body["records"] = list((body.pop("record", None) or {}).values())
     return TaskSpec.from_mapping(body)
+
+
+def task_limits(cfg: Any) -> dict[str, float]:
+    """The Celery time limits a composed config sets for its task (``limits.*``), checked.
+
+    Raises:
+        ConfigError: an unknown key, or a value that is not a positive number of seconds.
+    """
+    from omegaconf import OmegaConf
+
+    from app.taskpool.rules import check_limits
+
+    node = OmegaConf.select(cfg, "limits", default=None)
+    limits = OmegaConf.to_container(node, resolve=True) if node is not None else {}
+    if not isinstance(limits, dict):
+        raise ConfigError(f"limits must be a mapping of time limits, got {limits!r}")
+    return check_limits({str(k): v for k, v in limits.items()})
 
 
 def build_components(spec: Any) -> Any:

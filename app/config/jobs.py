@@ -51,7 +51,7 @@ def validate_jobs(overrides: Sequence[str], *, multirun: bool, config_name: str 
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from app.config.compose import build_components, prepare_config, task_spec_from_config
+    from app.config.compose import build_components, prepare_config, task_limits, task_spec_from_config
 
     own, jobs = expand_sweep(overrides, multirun=multirun)
     hydra_overrides = [*own, f"hydra.mode={'MULTIRUN' if multirun else 'RUN'}"]  # as hydra.main appends it
@@ -69,6 +69,7 @@ def validate_jobs(overrides: Sequence[str], *, multirun: bool, config_name: str 
                     raise ConfigError(compose_error_message(exc)) from None
                 prepare_config(cfg, cfg.hydra.runtime.choices.get("data"), settings)
                 spec = task_spec_from_config(cfg)
+                task_limits(cfg)  # checked now: a bad limit must not stop a sweep half-submitted
                 trainer = check_trainer(cfg)
                 _VALIDATED[tuple(job_overrides)] = (spec, build_components(spec))
                 _COMPOSED[tuple(composing)] = cfg

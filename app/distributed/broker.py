@@ -51,8 +51,7 @@ class CeleryBroker:
                 there before it sends the message) did not answer.
         """
         name = END_TASK if task.status == "part_done" else TRAIN_TASK
-        limits = task.spec.get("limits")
-        limits = limits if isinstance(limits, dict) else {}
+        limits = task.limits
         with self._unreachable(f"sending the message of task {task.id}"):
             self.celery.send_task(
                 name,

@@ -50,6 +50,7 @@ class TaskRecord:
     attempts: int = 0
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     delayed: bool = False  # DelayTrainerRM: train = begin (→ part_done), then an "end" stage fits
+    limits: dict[str, float] = field(default_factory=dict)  # Celery time limits of its messages (rules.LIMIT_KEYS)
     stage: Stage = "train"
     worker: str | None = None
     token: str | None = None
@@ -80,8 +81,10 @@ class TaskPool(Protocol):
         priority: int = 0,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         delayed: bool = False,
+        limits: Mapping[str, float] | None = None,
     ) -> tuple[TaskRecord, bool]:
-        """Add a waiting task, or return the pool's existing task with that hash; ``(task, created)``."""
+        """Add a waiting task, or return the pool's existing task with that hash; ``(task, created)``.
+        ``limits``: the Celery time limits of its messages (see :func:`app.taskpool.rules.check_limits`)."""
         ...
 
     def get(self, task_id: str) -> TaskRecord:

@@ -151,6 +151,7 @@ class MongoTaskPool:
             attempts=doc["attempts"],
             max_attempts=doc["max_attempts"],
             delayed=doc["delayed"],
+            limits=dict(doc.get("limits") or {}),
             stage=doc["stage"],
             worker=doc.get("worker"),
             token=doc.get("token"),
@@ -229,6 +230,7 @@ class MongoTaskPool:
         priority: int = 0,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         delayed: bool = False,
+        limits: Mapping[str, float] | None = None,
     ) -> tuple[TaskRecord, bool]:
         """Add a waiting task, or return the pool's task with that hash; ``(task, created)``.
 
@@ -245,6 +247,7 @@ class MongoTaskPool:
             priority=priority,
             max_attempts=max_attempts,
             delayed=delayed,
+            limits=limits,
         )
         with self._guard("submit a task") as coll:
             existing = coll.find_one({"pool": pool, "hash": spec_hash})

@@ -61,6 +61,30 @@ def check_submit(priority: object, max_attempts: object) -> tuple[int, int]:
     return priority, max_attempts
 
 
+LIMIT_KEYS = ("soft_time_limit_s", "time_limit_s")
+
+
+def check_limits(limits: Mapping[str, Any] | None) -> dict[str, float]:
+    """Celery time limits of a task (``soft_time_limit_s``, ``time_limit_s``; None: no limit), the ones set.
+
+    They are a run setting stored on the task (with queue and priority), not part of its spec: a new limit does
+    not make a new task.
+
+    Raises:
+        ConfigError: an unknown key, or a value that is not a positive number of seconds.
+    """
+    checked: dict[str, float] = {}
+    for key, value in (limits or {}).items():
+        if key not in LIMIT_KEYS:
+            raise ConfigError(f"limits.{key}: not a time limit; use {' or '.join(f'limits.{k}' for k in LIMIT_KEYS)}")
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise ConfigError(f"limits.{key} must be a positive number of seconds or null, got {value!r}")
+        checked[key] = float(value)
+    return checked
+
+
 def check_submission(
     pool: str,
     spec: Mapping[str, Any],
@@ -71,9 +95,10 @@ def check_submission(
     priority: int,
     max_attempts: int,
     delayed: bool,
+    limits: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The fields of a new task (pool, hash, spec, queue, experiment, priority, max_attempts, delayed), checked;
-    ``spec`` as the JSON document either store hands back.
+    """The fields of a new task (pool, hash, spec, queue, experiment, priority, max_attempts, delayed, limits),
+    checked; ``spec`` as the JSON document either store hands back.
 
     Raises:
         ConfigError: a bad pool or queue name, an empty hash or experiment, a bad priority or max_attempts, or a
@@ -93,6 +118,7 @@ def check_submission(
         "priority": priority,
         "max_attempts": max_attempts,
         "delayed": bool(delayed),
+        "limits": check_limits(limits),
     }
 
 

@@ -24,7 +24,7 @@ from app.taskpool.sqlite_file import SQLiteFile
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
     id TEXT PRIMARY KEY,
@@ -51,7 +51,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     updated_at REAL NOT NULL,
     started_at REAL,
     finished_at REAL,
-    history TEXT NOT NULL DEFAULT '[]'
+    history TEXT NOT NULL DEFAULT '[]',
+    limits TEXT NOT NULL DEFAULT '{}'
 );
 CREATE UNIQUE INDEX IF NOT EXISTS tasks_pool_hash ON tasks (pool, hash);
 CREATE INDEX IF NOT EXISTS tasks_claim ON tasks (pool, status, priority DESC, created_ns);
@@ -64,9 +65,11 @@ _ORDER_LIST = "ORDER BY created_ns, rowid"
 _OFF_LEASE = "token = NULL, lease_expires = NULL"
 _INSERT = (
     "INSERT INTO tasks (id, pool, hash, spec, status, queue, experiment, priority, max_attempts, delayed, stage,"
-    " created_ns, updated_at) VALUES (:id, :pool, :hash, :spec, 'waiting', :queue, :experiment, :priority,"
-    " :max_attempts, :delayed, 'train', :created_ns, :updated_at)"
+    " created_ns, updated_at, limits) VALUES (:id, :pool, :hash, :spec, 'waiting', :queue, :experiment, :priority,"
+    " :max_attempts, :delayed, 'train', :created_ns, :updated_at, :limits)"
 )
+# schema version -> what brings an existing store up to it
+_MIGRATIONS = {2: "ALTER TABLE tasks ADD COLUMN limits TEXT NOT NULL DEFAULT '{}'"}
 
 
 class SQLiteTaskPool:
@@ -79,7 +82,12 @@ class SQLiteTaskPool:
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0, clock: rules.Clock = time.time) -> None:
         self.path = Path(path).expanduser().absolute()
         self._file = SQLiteFile(
-            self.path, schema=_SCHEMA, version=SCHEMA_VERSION, what="the task store", busy_timeout_s=busy_timeout_s
+            self.path,
+            schema=_SCHEMA,
+            version=SCHEMA_VERSION,
+            what="the task store",
+            busy_timeout_s=busy_timeout_s,
+            migrations=_MIGRATIONS,
         )
         self._clock = clock
         self._seq = rules.Sequencer(clock)
@@ -106,6 +114,7 @@ class SQLiteTaskPool:
             attempts=row["attempts"],
             max_attempts=row["max_attempts"],
             delayed=bool(row["delayed"]),
+            limits=json.loads(row["limits"]),
             stage=row["stage"],
             worker=row["worker"],
             token=row["token"],
@@ -177,6 +186,7 @@ class SQLiteTaskPool:
         priority: int = 0,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         delayed: bool = False,
+        limits: Mapping[str, float] | None = None,
     ) -> tuple[TaskRecord, bool]:
         """Add a waiting task, or return the pool's task with that hash; ``(task, created)``.
 
@@ -193,13 +203,15 @@ class SQLiteTaskPool:
             priority=priority,
             max_attempts=max_attempts,
             delayed=delayed,
+            limits=limits,
         )
         task_id = rules.new_id()
         with self._file.write() as conn:
             row = conn.execute("SELECT * FROM tasks WHERE pool = ? AND hash = ?", (pool, spec_hash)).fetchone()
             if row is not None:
                 return self._record(row), False
-            fields.update(id=task_id, spec=json.dumps(fields["spec"]), created_ns=self._seq.next())
+            fields.update(id=task_id, spec=json.dumps(fields["spec"]), limits=json.dumps(fields["limits"]))
+            fields.update(created_ns=self._seq.next())
             conn.execute(_INSERT, {**fields, "delayed": int(fields["delayed"]), "updated_at": self._clock()})
             row = self._row(conn, task_id)
         assert row is not None

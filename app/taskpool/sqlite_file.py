@@ -18,7 +18,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -39,10 +39,20 @@ class SQLiteFile:
     waits for another process's lock before :class:`app.core.errors.TaskStoreError` is raised.
     """
 
-    def __init__(self, path: Path, *, schema: str, version: int, what: str, busy_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        schema: str,
+        version: int,
+        what: str,
+        busy_timeout_s: float = 30.0,
+        migrations: Mapping[int, str] | None = None,
+    ) -> None:
         self.path = path
         self.what = what
         self._schema, self._version = schema, version
+        self._migrations = dict(migrations or {})  # version -> the statement that brings an older file up to it
         self._busy_ms = int(busy_timeout_s * 1000)
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -130,6 +140,9 @@ class SQLiteFile:
                 )
             for statement in self._schema.split(";"):
                 if statement.strip():
+                    conn.execute(statement)
+            for target, statement in sorted(self._migrations.items()):
+                if 0 < version < target:  # a file made by an older qtrain (a new one is 0 and has the latest schema)
                     conn.execute(statement)
             if version < self._version:
                 conn.execute(f"PRAGMA user_version = {self._version}")

@@ -14,7 +14,7 @@ import functools
 import logging
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -130,8 +130,10 @@ class TrainerRM(TrainerR):
         timeout_s: float | None = None,
         lease_s: float = DEFAULT_LEASE_S,
         checkpoint_root: Path | None = None,
+        limits: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__(manager, build, experiment_name=experiment_name, cache=cache, fail_fast=fail_fast)
+        self.limits = dict(limits or {})  # Celery time limits of the tasks it submits (not part of their specs)
         self.pool, self.broker = pool, broker
         self.pool_name = pool_name or experiment_name
         self.priority, self.max_attempts = priority, max_attempts
@@ -139,8 +141,9 @@ class TrainerRM(TrainerR):
         self.poll_s, self.timeout_s, self.lease_s = poll_s, timeout_s, lease_s
         self.checkpoint_root = checkpoint_root
 
-    def submit(self, specs: Sequence[TaskSpec]) -> list[TaskRecord]:
-        """Validate (build) every spec, then add them to the pool and dispatch the new ones.
+    def submit(self, specs: Sequence[TaskSpec], *, limits: Mapping[str, float] | None = None) -> list[TaskRecord]:
+        """Validate (build) every spec, then add them to the pool and dispatch the new ones; ``limits`` (default:
+        the trainer's) are the Celery time limits of their messages.
 
         Raises:
             ConfigError, DataError: a spec cannot be built; nothing has been submitted then.
@@ -151,6 +154,7 @@ class TrainerRM(TrainerR):
             task, created = self.pool.submit(
                 self.pool_name, spec.body, spec.hash, queue=queue, experiment=self.experiment_name,
                 priority=self.priority, max_attempts=self.max_attempts, delayed=self.delayed,
+                limits=self.limits if limits is None else limits,
             )  # fmt: skip
             if created:
                 send(self.pool, self.broker, task)

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 def launch(launcher: CeleryLauncher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
     """Submit every job (each composed once, by validation), wait for them unless ``detach``, write each job's
     ``result.json`` and return Hydra's job returns (the objective's value where one is set)."""
-    from app.config.compose import prepare_config, task_spec_from_config
+    from app.config.compose import prepare_config, task_limits, task_spec_from_config
     from app.config.jobs import builder, job_config, validated_job
     from app.config.sweep import job_outcome, write_outcome
     from app.core.settings import get_settings
@@ -58,7 +58,7 @@ def launch(launcher: CeleryLauncher, job_overrides: Sequence[Sequence[str]], ini
         jobs.append((list(overrides), cfg, entry[0] if entry else task_spec_from_config(cfg), output_dir))
     # each spec is built once: TrainerRM.submit checks specs by building them, and validation built them already
     trainers = _trainers(launcher.conf, {str(cfg.experiment_name) for _, cfg, _, _ in jobs}, builder(validated))
-    tasks = _submit(trainers, [(str(cfg.experiment_name), spec) for _, cfg, spec, _ in jobs])
+    tasks = _submit(trainers, [(str(cfg.experiment_name), spec, task_limits(cfg)) for _, cfg, spec, _ in jobs])
     any_trainer = next(iter(trainers.values()))
     print(f"submitted {len(tasks)} task(s) to pool {any_trainer.pool_name} "
           f"({sum(t.status == 'done' for t in tasks)} already done)", flush=True)  # fmt: skip
@@ -104,17 +104,17 @@ def _trainers(conf: CeleryLauncherConf, experiments: set[str], build: Any) -> di
     }
 
 
-def _submit(trainers: dict[str, Any], jobs: list[tuple[str, Any]]) -> list[Any]:
-    """Submit each ``(experiment, spec)`` with its experiment's trainer; a broker or store failure ends the command
-    with one line (exit status 2) that says how to resume."""
+def _submit(trainers: dict[str, Any], jobs: list[tuple[str, Any, dict[str, float]]]) -> list[Any]:
+    """Submit each ``(experiment, spec, limits)`` with its experiment's trainer; a broker or store failure ends the
+    command with one line (exit status 2) that says how to resume."""
     from app.cli.run import E_RESUME, abort
     from app.core.errors import InfrastructureError, TaskStoreError
 
     tasks = []
-    for number, (experiment, spec) in enumerate(jobs, start=1):
+    for number, (experiment, spec, limits) in enumerate(jobs, start=1):
         trainer = trainers[experiment]
         try:
-            tasks.extend(trainer.submit([spec]))
+            tasks.extend(trainer.submit([spec], limits=limits))
         except (InfrastructureError, TaskStoreError) as exc:
             exc.args = (f"{exc}; this stopped the submission at job {number} of {len(jobs)}: {E_RESUME}",)
             abort(exc)

@@ -177,6 +177,8 @@ def _base(market: Path) -> list[str]:
         (["trainer=rolling", "trainer.rolling.step=0"], False, r"^trainer.rolling.step"),
         (["trainer.fail_fast=maybe"], False, r"trainer.fail_fast"),
         (["data.segments.test=[2016-01-04"], False, r"2016-01-04"),
+        (["limits.time_limit_s=-5"], False, r"^limits.time_limit_s must be a positive number of seconds"),
+        (["seed=0,1", "+limits.hard_s=3"], True, r"^job 0 .*limits.hard_s: not a time limit"),
     ],
 )
 def test_bad_configs_fail_before_training_naming_the_key(
@@ -184,6 +186,19 @@ def test_bad_configs_fail_before_training_naming_the_key(
 ) -> None:
     with pytest.raises(QtrainError, match=message):
         validate_jobs([*_base(market), *overrides], multirun=multirun)
+
+
+def test_time_limits_are_not_part_of_a_tasks_identity(market: Path) -> None:
+    from app.config.jobs import validated_job
+
+    limits = ["limits.soft_time_limit_s=60", "limits.time_limit_s=90"]
+    jobs = validate_jobs([*_base(market), *QUICK_LGBM, "seed=0", "limits.time_limit_s=null,90"], multirun=True)
+    specs = [validated_job(job) for job in jobs]
+    assert len(jobs) == 2 and specs[0] and specs[1]
+    assert specs[0][0].hash == specs[1][0].hash and "limits" not in specs[0][0].body
+    (job,) = validate_jobs([*_base(market), *QUICK_LGBM, "seed=0", *limits], multirun=False)
+    entry = validated_job(job)
+    assert entry is not None and entry[0].hash == specs[0][0].hash
 
 
 def test_data_import_without_a_root_says_how_to_give_one() -> None:

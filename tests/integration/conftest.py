@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from app.data.synth import SynthSpec, write_synth_market
-from tests.integration.celery_harness import Cluster, make_cluster
+from tests.integration.celery_harness import Cluster, RedisServer, make_cluster
 
 
 @pytest.fixture(scope="module")
@@ -20,13 +20,21 @@ def market(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def cluster_factory(market: Path, tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
+    """Clusters on a redis-server of the test's own (free port, no persistence): tests that run at the same time
+    on pytest-xdist's processes never share a broker, a result backend or a queue."""
     made: list[Cluster] = []
+    servers: list[RedisServer] = []
 
     def make(broker_db: int, *, lease_s: float = 6.0) -> Cluster:
-        cluster = make_cluster(tmp_path / f"c{broker_db}", market, broker_db, lease_s=lease_s)
+        server = RedisServer(tmp_path / f"redis{broker_db}")
+        server.start()
+        servers.append(server)
+        cluster = make_cluster(tmp_path / f"c{broker_db}", market, broker_db, lease_s=lease_s, redis_url=server.url)
         made.append(cluster)
         return cluster
 
     yield make
     for cluster in made:
         cluster.stop_all()
+    for server in servers:
+        server.kill()

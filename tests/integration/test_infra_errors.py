@@ -205,7 +205,8 @@ class CuttingProxy:
 
 def test_a_broker_lost_mid_submission_leaves_a_sweep_the_same_command_resumes(cluster_factory: MakeCluster) -> None:
     cluster = cluster_factory(BROKER_DB)
-    proxy = CuttingProxy(("127.0.0.1", 6379), cut_at=2)  # the second job's message is lost
+    redis_port = int(cluster.redis_url.rsplit(":", 1)[1])  # the cluster's own redis-server
+    proxy = CuttingProxy(("127.0.0.1", redis_port), cut_at=2)  # the second job's message is lost
     cluster.env["QTRAIN_BROKER_URL"] = f"redis://127.0.0.1:{proxy.port}/{BROKER_DB}"
     command = sweep_args("hydra.launcher.detach=true", seeds=(0, 1))
     try:
@@ -218,7 +219,7 @@ def test_a_broker_lost_mid_submission_leaves_a_sweep_the_same_command_resumes(cl
     assert sorted(t.dispatches for t in first.values()) == [0, 1] and len(first) == 2
     assert cluster.redis().llen("cpu") == 1
 
-    proxy = CuttingProxy(("127.0.0.1", 6379), port=proxy.port)  # the broker is back, at the same address
+    proxy = CuttingProxy(("127.0.0.1", redis_port), port=proxy.port)  # the broker is back, at the same address
     try:
         out, _ = _timed(cluster, *command)
     finally:

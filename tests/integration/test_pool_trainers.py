@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from app.config.compose import build_components, conf_dir, task_spec_from_config
+from app.config.compose import build_components, conf_dir, task_limits, task_spec_from_config
 from app.core.settings import load_settings
 from app.distributed.broker import CeleryBroker
 from app.distributed.celery_config import make_app
@@ -93,17 +93,21 @@ def test_a_cuda_model_is_routed_to_the_gpu_queue(cluster_factory: MakeCluster, m
     base = ["data=import", f"data.store.root={market}", "data.market=synth", SEGMENTS]
     limits = ["limits.soft_time_limit_s=600", "limits.time_limit_s=900"]
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        gpu = task_spec_from_config(
-            compose("config", overrides=[*base, "experiment=mlp_alpha158", "model.device=cuda", *limits])
-        )
+        gpu_cfg = compose("config", overrides=[*base, "experiment=mlp_alpha158", "model.device=cuda", *limits])
+        gpu, gpu_limits = task_spec_from_config(gpu_cfg), task_limits(gpu_cfg)
         cpu = task_spec_from_config(compose("config", overrides=[*base, *QUICK_LGBM]))
     trainer = DelayTrainerRM(
         cluster.manager, build_components, experiment_name="routing", pool=cluster.pool,
         broker=CeleryBroker(make_app(settings)), pool_name="routing", wait=False,
     )  # fmt: skip
-    trainer.train([gpu, cpu])  # submitted only: no worker, no GPU needed
+    trainer.submit([gpu], limits=gpu_limits)  # submitted only: no worker, no GPU needed
+    trainer.submit([cpu])
     assert [t.queue for t in cluster.pool.list("routing")] == ["gpu", "cpu"]
     assert cluster.redis().llen("gpu") == 1 and cluster.redis().llen("cpu") == 1
     headers = [json.loads(cluster.redis().lrange(q, 0, 0)[0])["headers"] for q in ("gpu", "cpu")]
-    assert headers[0]["timelimit"] == [900, 600] and headers[1]["timelimit"] == [None, None]  # from the spec
+    assert headers[0]["timelimit"] == [900, 600] and headers[1]["timelimit"] == [None, None]  # from the pool task
+    assert "limits" not in gpu.body and cluster.pool.list("routing")[0].limits == {
+        "soft_time_limit_s": 600.0,
+        "time_limit_s": 900.0,
+    }
     assert headers[0]["task"] == "qtrain.train" and headers[0]["argsrepr"].startswith("['routing'")

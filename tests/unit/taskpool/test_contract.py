@@ -77,6 +77,20 @@ def test_submit_dedupes_by_hash_within_a_pool(pool: TaskPool) -> None:
     assert len(pool.list(POOL)) == 1 and len(pool.list("other_pool")) == 1
 
 
+def test_the_time_limits_are_stored_with_the_task_not_in_its_spec(pool: TaskPool) -> None:
+    task, _ = pool.submit(POOL, {"a": 1}, "h1", limits={"soft_time_limit_s": 60, "time_limit_s": None})
+    assert task.limits == {"soft_time_limit_s": 60.0} and task.spec == {"a": 1}
+    assert pool.get(task.id).limits == {"soft_time_limit_s": 60.0}
+    assert pool.submit(POOL, {"a": 2}, "h2")[0].limits == {}
+    again, created = pool.submit(POOL, {"a": 1}, "h1", limits={"time_limit_s": 5})
+    assert not created and again.limits == {"soft_time_limit_s": 60.0}  # the stored task is not changed
+    for bad, message in [({"hard_s": 1}, "not a time limit"), ({"time_limit_s": 0}, "positive number"),
+                         ({"time_limit_s": "9"}, "positive number")]:  # fmt: skip
+        with pytest.raises(ConfigError, match=message):
+            pool.submit(POOL, {"a": 3}, "h3", limits=bad)
+    assert pool.find(POOL, "h3") is None
+
+
 def test_get_unknown_task_raises_a_named_key_error(pool: TaskPool) -> None:
     with pytest.raises(TaskNotFoundError, match="'nope'") as info:
         pool.get("nope")

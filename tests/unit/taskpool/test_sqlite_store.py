@@ -89,6 +89,28 @@ def test_heartbeat_thread_and_main_thread_share_the_pool(tmp_path: Path) -> None
     pool.close()
 
 
+def test_a_store_of_schema_version_1_is_upgraded_in_place(tmp_path: Path) -> None:
+    from app.taskpool.sqlite import _SCHEMA
+
+    path = tmp_path / "tasks.db"
+    version_1 = _SCHEMA.replace(",\n    limits TEXT NOT NULL DEFAULT '{}'", "")
+    assert "limits" not in version_1
+    with sqlite3.connect(path) as conn:  # a store written by qtrain before the time limits moved onto the task
+        conn.executescript(version_1)
+        conn.execute(
+            "INSERT INTO tasks (id, pool, hash, spec, status, queue, experiment, priority, max_attempts, delayed,"
+            " created_ns, updated_at) VALUES ('t1', 'p', 'h', '{}', 'waiting', 'cpu', 'e', 0, 3, 0, 1, 0)"
+        )
+        conn.execute("PRAGMA user_version = 1")
+    pool = SQLiteTaskPool(path)
+    assert pool.get("t1").limits == {} and pool.get("t1").status == "waiting"
+    task, _ = pool.submit("p", {"a": 1}, "h2", limits={"time_limit_s": 9})
+    assert pool.get(task.id).limits == {"time_limit_s": 9.0}
+    pool.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+
+
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "tasks.db"
     with sqlite3.connect(path) as conn:
