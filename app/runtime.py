@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.core.settings import Settings, get_settings
@@ -50,6 +51,16 @@ class Runtime:
         from app.tracking.manager import ExpManager
 
         return ExpManager(self.settings.tracking_uri, self.settings.artifact_root, background=background)
+
+    @property
+    def lease_s(self) -> float:
+        """How long a claimed pool task is held without a heartbeat (``QTRAIN_LEASE_S``)."""
+        return self.settings.lease_s
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """Where torch models checkpoint (``QTRAIN_CHECKPOINT_DIR``)."""
+        return self.settings.checkpoint_dir
 
     @functools.cached_property
     def feature_cache(self) -> FeatureCache:

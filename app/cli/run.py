@@ -36,10 +36,6 @@ E_ONE_JOB_SWEEP = (
     "hydra/launcher=celery launches sweeps (-m) only: sending this single job to the Celery workers as a "
     "one-job sweep (qtrain run -m ...)"
 )
-E_RESUME = (
-    "the tasks stored so far stay in the pool; once it is fixed, run the same command again to resume (a spec "
-    "already in the pool is not stored twice, and a stored task without a message gets one)"
-)
 
 
 def run(argv: Sequence[str]) -> int:
@@ -137,46 +133,47 @@ def _run_validated(args: Any, task_function: Any) -> bool:
 
 
 def train_job(cfg: Any) -> bool:
-    """One Hydra job: build its spec(s), train with the configured trainer, print and save the outcome.
+    """One Hydra job: build its spec(s), run the configured trainer, print and save the outcome.
+
+    Every trainer is built (``from_services``) and run (``run``) the same way; what it could not finish here
+    (runs prepared, tasks submitted) it says in ``pending``.
 
     Returns:
-        True when every task finished.
+        True when no task failed.
     """
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
     from hydra.utils import instantiate
 
-    from app import runtime
-    from app.config.compose import prepare_config, task_spec_from_config
+    from app.config.compose import prepare_config, task_limits, task_spec_from_config
     from app.config.sweep import job_outcome, write_outcome
-    from app.workflow.trainer_rm import TrainerRM
+    from app.runtime import get_runtime
+    from app.workflow.trainer import RunSettings
 
     settings = get_settings()
+    wiring = get_runtime(settings)
     hydra_cfg = HydraConfig.get()
-    manager = runtime.tracking(settings, background=True)  # opens while the job starts
+    sweeping = hydra_cfg.mode == RunMode.MULTIRUN
+    manager = wiring.tracking(background=True)  # opens while the job starts
     prepare_config(cfg, hydra_cfg.runtime.choices.get("data"), settings)
     validated = validated_job(hydra_cfg.overrides.task)
     spec = validated[0] if validated else task_spec_from_config(cfg)
     trainer_node = check_trainer(cfg)
-    rolling, end = trainer_node.pop("rolling"), trainer_node.pop("end")
+    rolling = trainer_node.pop("rolling")  # task generation (Qlib's RollingGen), not a trainer setting
     experiment = str(cfg.experiment_name)
-    make = instantiate(trainer_node)
+    make = instantiate(trainer_node)  # the trainer class with its config options
     # in a sweep, a job's figures are drawn while the next job trains (the process waits for them at exit)
-    later = {"draw_plots_later": hydra_cfg.mode == RunMode.MULTIRUN}
-    pool_kwargs = _pool_kwargs(settings, cfg) if issubclass(make.func, TrainerRM) else later
+    run = RunSettings(draw_plots_later=sweeping, limits=task_limits(cfg))
     build = builder([validated] if validated else [])
-    trainer = make(manager, build, experiment_name=experiment, cache=runtime.feature_cache(settings), **pool_kwargs)
+    trainer = make.func.from_services(wiring, build, experiment_name=experiment, run=run, **make.keywords)
     specs = rolling_specs(cfg, rolling) if rolling else [spec]
-    results = _train(trainer, specs)
-    if isinstance(trainer, TrainerRM) and not trainer.wait_for_results:
-        print(f"submitted {len(specs)} task(s) to pool {trainer.pool_name}; follow with: qtrain pool status")
-        write_outcome(hydra_cfg.runtime.output_dir, job_outcome(list(hydra_cfg.overrides.task), cfg, spec.hash, None))
-        return True
-    if trainer.delayed:
-        if not end:
-            print(f"prepared {len(results)} run(s); fit them with: qtrain end {' '.join(r.run_id for r in results)}")
-            return all(r.error is None for r in results)
-        results = trainer.end_train(results)
+    trained = trainer.run(specs)
+    results = trained.results
+    if trained.pending:
+        print(trained.pending)
+        outcome = job_outcome(list(hydra_cfg.overrides.task), cfg, spec.hash, None, pending=trained.pending)
+        write_outcome(hydra_cfg.runtime.output_dir, outcome)
+        return all(r.error is None for r in results)
     final = results[-1]
     if rolling and all(r.error is None for r in results):
         final = _merge_rolling(manager, results, spec, rolling, experiment)
@@ -186,42 +183,8 @@ def train_job(cfg: Any) -> bool:
         list(hydra_cfg.overrides.task), cfg, spec.hash, final, windows=[r.run_id for r in results] if rolling else None
     )
     write_outcome(hydra_cfg.runtime.output_dir, outcome)
-    _report(outcome, experiment, spec.hash, settings.tracking_uri, quiet=hydra_cfg.mode == RunMode.MULTIRUN)
+    _report(outcome, experiment, spec.hash, settings.tracking_uri, quiet=sweeping)
     return final.error is None
-
-
-def _train(trainer: Any, specs: list[Any]) -> list[Any]:
-    """``trainer.train(specs)``; a pool trainer whose broker or store fails says how to resume, and one that does
-    not wait sends the messages an interrupted submission left unsent (a waiting one's reconciler does)."""
-    from app.core.errors import InfrastructureError, TaskStoreError
-    from app.workflow.trainer_rm import TrainerRM, reconcile
-
-    if not isinstance(trainer, TrainerRM):
-        return list(trainer.train(specs))
-    try:
-        results = list(trainer.train(specs))
-        if not trainer.wait_for_results:
-            reconcile(trainer.pool, trainer.pool_name, trainer.broker)
-    except (InfrastructureError, TaskStoreError) as exc:
-        exc.args = (f"{exc}; {E_RESUME}",)
-        raise
-    return results
-
-
-def _pool_kwargs(settings: Any, cfg: Any) -> dict[str, Any]:
-    """What a pool trainer needs beyond its config: the task store, the broker, lease, checkpoints and the tasks'
-    time limits."""
-    from app.config.compose import task_limits
-    from app.runtime import get_runtime
-
-    wiring = get_runtime(settings)
-    return {
-        "pool": wiring.pool,
-        "broker": wiring.broker,
-        "lease_s": settings.lease_s,
-        "checkpoint_root": settings.checkpoint_dir,
-        "limits": task_limits(cfg),
-    }
 
 
 def _merge_rolling(manager: Any, results: list[Any], spec: Any, rolling: dict[str, Any], experiment: str) -> Any:

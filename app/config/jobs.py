@@ -182,7 +182,7 @@ def check_trainer(cfg: Any) -> dict[str, Any]:
 
     resolved: Any = OmegaConf.to_container(cfg.trainer, resolve=True)
     node = dict(resolved or {})
-    rolling, end = node.pop("rolling", None), node.pop("end", True)
+    rolling = node.pop("rolling", None)
     check_spec_types({"trainer": node})
     if rolling is not None:
         unknown = set(rolling) - {"step", "mode", "trunc_days"}
@@ -190,7 +190,7 @@ def check_trainer(cfg: Any) -> dict[str, Any]:
             raise ConfigError(f"trainer.rolling.{sorted(unknown)[0]}: unknown; rolling takes step, mode, trunc_days")
         target = {"_target_": "app.dataset.segments.rolling_segments", "_partial_": True}
         check_spec_types({"trainer": {"rolling": {**target, **rolling}}})
-    return {**node, "rolling": rolling, "end": bool(end)}
+    return {**node, "rolling": rolling}
 
 
 def builder(validated: Sequence[tuple[Any, Any]]) -> Any:

@@ -108,7 +108,11 @@ def summary_text(results: list[dict[str, Any]]) -> str:
     for title, key in KEY_METRICS:
         rows[title] = [float((r.get("metrics") or {}).get(key, float("nan"))) for r in results]
     failed = [f"- job {i}: {r.get('error')}" for i, r in enumerate(results) if r.get("status") == "FAILED"]
-    pending = [f"- job {i}: task {r.get('task_id')}" for i, r in enumerate(results) if r.get("status") == "SUBMITTED"]
+    pending = [
+        f"- job {i}: {r.get('pending') or 'task ' + str(r.get('task_id'))}"
+        for i, r in enumerate(results)
+        if r.get("status") == "SUBMITTED"
+    ]
     done = sum(r.get("status") == "FINISHED" for r in results)
     parts = [
         f"## sweep: {done} of {len(results)} jobs finished",
@@ -120,7 +124,7 @@ def summary_text(results: list[dict[str, Any]]) -> str:
     if failed:
         parts += ["", "### failed jobs", *failed]
     if pending:
-        parts += ["", "### submitted, not finished yet (qtrain pool status)", *pending]
+        parts += ["", "### submitted, not finished yet", *pending]
     return "\n".join(parts)
 
 

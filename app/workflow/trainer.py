@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Self, TypeVar
 
 from app.dataset.cache import FeatureCache
 from app.tracking.manager import ExpManager
@@ -20,6 +21,33 @@ from app.workflow.train import Components, TaskResult, begin_task_train, end_tas
 log = logging.getLogger(__name__)
 
 _Item = TypeVar("_Item", TaskSpec, TaskResult)
+
+
+class TrainerServices(Protocol):
+    """What a process's wiring hands a trainer (:class:`app.runtime.Runtime` is one); a trainer takes what it
+    needs, so building any trainer looks the same to its caller."""
+
+    def tracking(self, *, background: bool = False) -> ExpManager: ...
+
+    @property
+    def feature_cache(self) -> FeatureCache: ...
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How one run goes, beside the task specs (not part of their identity)."""
+
+    draw_plots_later: bool = False  # a task's figures are drawn while the next one trains (sweeps, workers)
+    limits: Mapping[str, float] = field(default_factory=dict)  # Celery time limits (pool trainers)
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    """What :meth:`TrainerR.run` came to: one result per spec, in order; ``pending`` says what is left to do and
+    how (runs prepared but not fitted, tasks submitted without waiting), None when every task ended."""
+
+    results: list[TaskResult]
+    pending: str | None = None
 
 
 class TrainerR:
@@ -32,6 +60,28 @@ class TrainerR:
     """
 
     delayed: bool = False
+    end: bool = True  # a delayed trainer's run() also fits what train() began
+
+    @classmethod
+    def from_services(
+        cls, services: TrainerServices, build: Callable[[TaskSpec], Components], *, experiment_name: str,
+        run: RunSettings | None = None, **options: Any,
+    ) -> Self:  # fmt: skip
+        """The trainer with ``options`` (its config) on the process's ``services``: the one way every trainer is
+        built by ``qtrain run``, whatever its type."""
+        return cls(
+            services.tracking(background=True), build, experiment_name=experiment_name, cache=services.feature_cache,
+            draw_plots_later=(run or RunSettings()).draw_plots_later, **options,
+        )  # fmt: skip
+
+    def run(self, specs: Sequence[TaskSpec]) -> TrainOutcome:
+        """Train ``specs`` as far as this trainer is configured to: all the way, or (a delayed trainer with
+        ``end=False``) only begun, with the command that finishes them."""
+        results = self.train(specs)
+        if self.delayed and not self.end:
+            ids = " ".join(r.run_id for r in results)
+            return TrainOutcome(results, f"prepared {len(results)} run(s); fit them with: qtrain end {ids}")
+        return TrainOutcome(self.end_train(results))
 
     def __init__(
         self,
@@ -99,6 +149,23 @@ class DelayTrainerR(TrainerR):
     """
 
     delayed: bool = True
+
+    def __init__(
+        self,
+        manager: ExpManager,
+        build: Callable[[TaskSpec], Components],
+        *,
+        experiment_name: str,
+        cache: FeatureCache | None = None,
+        fail_fast: bool = False,
+        draw_plots_later: bool = False,
+        end: bool = True,
+    ) -> None:
+        super().__init__(
+            manager, build, experiment_name=experiment_name, cache=cache, fail_fast=fail_fast,
+            draw_plots_later=draw_plots_later,
+        )  # fmt: skip
+        self.end = end  # False: run() only begins the tasks (finish with `qtrain end RUN_ID...`)
 
     def train(self, specs: Sequence[TaskSpec]) -> list[TaskResult]:
         """Begin every spec; the results hold run ids and no metrics. Raises only when ``fail_fast``."""

@@ -18,9 +18,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, Self
 
-from app.core.errors import QtrainError, TaskStoreError
+from app.core.errors import InfrastructureError, QtrainError, TaskStoreError
 from app.core.progress import ProgressBar
 from app.dataset.cache import FeatureCache
 from app.taskpool.base import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS, TaskPool, TaskRecord
@@ -28,10 +28,14 @@ from app.tracking.manager import ExpManager
 from app.workflow.pool_worker import PoolWorker
 from app.workflow.spec import TaskSpec
 from app.workflow.train import Components, TaskResult
-from app.workflow.trainer import TrainerR
+from app.workflow.trainer import RunSettings, TrainerR, TrainerServices, TrainOutcome
 
 log = logging.getLogger(__name__)
 
+E_RESUME = (
+    "the tasks stored so far stay in the pool; once it is fixed, run the same command again to resume (a spec "
+    "already in the pool is not stored twice, and a stored task without a message gets one)"
+)
 STATUS_POLL_S = 0.2  # one read of the pool's task rows: cheap next to the tasks it waits for
 
 DISPATCH_GRACE_S = 10.0  # a message sent this recently counts as live even if a worker already took it
@@ -48,6 +52,22 @@ class Broker(Protocol):
     def pending_task_ids(self) -> set[str]:
         """Ids of the pool tasks that have a message in a ready queue (not yet delivered to a worker)."""
         ...
+
+
+class PoolServices(TrainerServices, Protocol):
+    """What a pool trainer takes from the process's wiring besides a local trainer's."""
+
+    @property
+    def pool(self) -> TaskPool: ...
+
+    @property
+    def broker(self) -> Broker: ...
+
+    @property
+    def lease_s(self) -> float: ...
+
+    @property
+    def checkpoint_dir(self) -> Path: ...
 
 
 class PoolWaitTimeout(QtrainError):
@@ -140,6 +160,37 @@ class TrainerRM(TrainerR):
         self.wait_for_results, self.work_locally = wait, work_locally
         self.poll_s, self.timeout_s, self.lease_s = poll_s, timeout_s, lease_s
         self.checkpoint_root = checkpoint_root
+
+    @classmethod
+    def from_services(  # type: ignore[override]  # it needs the pool's services, a local trainer does not
+        cls, services: PoolServices, build: Callable[[TaskSpec], Components], *, experiment_name: str,
+        run: RunSettings | None = None, **options: Any,
+    ) -> Self:  # fmt: skip
+        """The trainer with ``options`` (its config) on the process's task store, broker, lease and checkpoints;
+        ``run.limits`` become its tasks' time limits."""
+        return cls(
+            services.tracking(background=True), build, experiment_name=experiment_name, cache=services.feature_cache,
+            pool=services.pool, broker=services.broker, lease_s=services.lease_s,
+            checkpoint_root=services.checkpoint_dir, limits=(run or RunSettings()).limits, **options,
+        )  # fmt: skip
+
+    def run(self, specs: Sequence[TaskSpec]) -> TrainOutcome:
+        """Submit ``specs`` and, unless ``wait=False``, wait for the workers (a delayed trainer: to begin, then,
+        unless ``end=False``, to fit them).
+
+        Raises:
+            InfrastructureError, TaskStoreError: the broker or the store failed; the message says how to resume.
+        """
+        try:
+            if not self.wait_for_results:
+                results = self.train(specs)
+                reconcile(self.pool, self.pool_name, self.broker)  # what an interrupted submission left unsent
+                note = f"submitted {len(specs)} task(s) to pool {self.pool_name}; follow with: qtrain pool status"
+                return TrainOutcome(results, f"{note} {self.pool_name}")
+            return super().run(specs)
+        except (InfrastructureError, TaskStoreError) as exc:
+            exc.args = (f"{exc}; {E_RESUME}",)
+            raise
 
     def submit(self, specs: Sequence[TaskSpec], *, limits: Mapping[str, float] | None = None) -> list[TaskRecord]:
         """Validate (build) every spec, then add them to the pool and dispatch the new ones; ``limits`` (default:
@@ -248,9 +299,13 @@ class TrainerRM(TrainerR):
 
 class DelayTrainerRM(TrainerRM):
     """Qlib's ``DelayTrainerRM``: ``train`` has workers begin each task (waiting → part_done, a SCHEDULED run
-    per task); ``end_train`` has them fit it (part_done → running → done)."""
+    per task); ``end_train`` has them fit it (part_done → running → done). ``end=False``: ``run`` only begins."""
 
     delayed: bool = True
+
+    def __init__(self, *args: Any, end: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.end = end
 
     def end_train(self, results: Sequence[TaskResult]) -> list[TaskResult]:
         by_run = {t.run_id: t for t in self.pool.list(self.pool_name) if t.run_id}

@@ -79,36 +79,23 @@ def launch(launcher: CeleryLauncher, job_overrides: Sequence[Sequence[str]], ini
 
 
 def _trainers(conf: CeleryLauncherConf, experiments: set[str], build: Any) -> dict[str, Any]:
+    """One pool trainer per experiment of the sweep, all on one pool; built as ``qtrain run`` builds trainers."""
     from app.runtime import get_runtime
     from app.workflow.trainer_rm import TrainerRM
 
     wiring = get_runtime()
-    settings, pool, broker = wiring.settings, wiring.pool, wiring.broker
-    manager = wiring.tracking(background=True)  # MLflow loads while the tasks are submitted
-    pool_name = conf.pool or sorted(experiments)[0]
-    return {
-        name: TrainerRM(
-            manager,
-            build,
-            experiment_name=name,
-            pool=pool,
-            broker=broker,
-            pool_name=pool_name,
-            priority=conf.priority,
-            max_attempts=conf.max_attempts,
-            poll_s=conf.poll_s,
-            timeout_s=conf.timeout_s,
-            lease_s=settings.lease_s,
-        )
-        for name in experiments
-    }
+    wiring.tracking(background=True)  # MLflow loads while the tasks are submitted
+    options = {"pool_name": conf.pool or sorted(experiments)[0], "priority": conf.priority,
+               "max_attempts": conf.max_attempts, "poll_s": conf.poll_s, "timeout_s": conf.timeout_s}  # fmt: skip
+    return {name: TrainerRM.from_services(wiring, build, experiment_name=name, **options) for name in experiments}
 
 
 def _submit(trainers: dict[str, Any], jobs: list[tuple[str, Any, dict[str, float]]]) -> list[Any]:
     """Submit each ``(experiment, spec, limits)`` with its experiment's trainer; a broker or store failure ends the
     command with one line (exit status 2) that says how to resume."""
-    from app.cli.run import E_RESUME, abort
+    from app.cli.run import abort
     from app.core.errors import InfrastructureError, TaskStoreError
+    from app.workflow.trainer_rm import E_RESUME
 
     tasks = []
     for number, (experiment, spec, limits) in enumerate(jobs, start=1):
@@ -124,9 +111,9 @@ def _submit(trainers: dict[str, Any], jobs: list[tuple[str, Any, dict[str, float
 def _send_missing(trainer: Any) -> None:
     """Messages for the pool's waiting tasks that have none (an interrupted submission stored them), which a
     waiting launcher's reconciler would send."""
-    from app.cli.run import E_RESUME, abort
+    from app.cli.run import abort
     from app.core.errors import InfrastructureError, TaskStoreError
-    from app.workflow.trainer_rm import reconcile
+    from app.workflow.trainer_rm import E_RESUME, reconcile
 
     try:
         sent = reconcile(trainer.pool, trainer.pool_name, trainer.broker).dispatched

@@ -129,3 +129,30 @@ def test_wait_gives_up_after_its_timeout_and_the_tasks_stay(pool: TaskPool, brok
     with pytest.raises(PoolWaitTimeout, match="1 of 1 tasks of pool exp are still pending"):
         trainer.wait([task.id])
     assert pool.get(task.id).status == "waiting"
+
+
+def test_every_trainer_is_built_and_run_the_same_way(pool: TaskPool, broker: MemoryBroker, tmp_path: Path) -> None:
+    from app.workflow.trainer import DelayTrainerR, RunSettings, TrainerR
+
+    class Services:  # what app.runtime.Runtime hands a trainer
+        feature_cache = None
+        lease_s, checkpoint_dir = 7.0, tmp_path / "checkpoints"
+
+        def __init__(self) -> None:
+            self.pool, self.broker = pool, broker
+
+        def tracking(self, *, background: bool = False) -> Any:
+            return "manager"
+
+    run = RunSettings(draw_plots_later=True, limits={"time_limit_s": 30.0})
+    local = TrainerR.from_services(Services(), print, experiment_name="exp", run=run, fail_fast=True)  # type: ignore[arg-type]
+    assert (local.manager, local.draw_plots_later, local.fail_fast) == ("manager", True, True)
+    delayed = DelayTrainerR.from_services(Services(), print, experiment_name="exp", end=False)  # type: ignore[arg-type]
+    assert delayed.delayed and not delayed.end
+    pooled = TrainerRM.from_services(
+        Services(), _trainer(pool, broker).build, experiment_name="exp", run=run, wait=False
+    )
+    assert (pooled.pool, pooled.broker, pooled.lease_s, pooled.limits) == (pool, broker, 7.0, {"time_limit_s": 30.0})
+    outcome = pooled.run([_spec(0), _spec(1)])  # not waiting: submitted, and the caller is told how to follow
+    assert outcome.pending == "submitted 2 task(s) to pool exp; follow with: qtrain pool status exp"
+    assert [t.limits for t in pool.list("exp")] == [{"time_limit_s": 30.0}] * 2 and len(broker.sent) == 2
