@@ -87,11 +87,11 @@ def build(store_url: str) -> Any:
 def _pool_worker(store_url: str, hostname: str) -> Any:
     """The production PoolWorker with the training step replaced by an immediate "done"."""
     from app.taskpool import open_pool
-    from app.workflow.pool_worker import Outcome, PoolWorker
+    from app.workflow.pool_worker import AttemptOutcome, PoolWorker
 
     class NoTrainingWorker(PoolWorker):
-        def _execute(self, task: Any) -> Outcome:
-            return Outcome("trained", task.id, "done", run_id="", metrics={})
+        def _execute(self, task: Any) -> AttemptOutcome:
+            return AttemptOutcome("trained", task.id, "done", run_id="", metrics={})
 
     return NoTrainingWorker(open_pool(store_url), None, lambda spec: None, worker=hostname)  # type: ignore[arg-type]
 

@@ -20,7 +20,7 @@ from app.core.credentials import mask_url
 from app.core.settings import Settings, get_settings
 from app.runtime import get_runtime
 from app.taskpool.base import Stage, TaskPool, TaskRecord
-from app.workflow.pool_worker import Outcome, PoolWorker, fail_unready
+from app.workflow.pool_worker import AttemptOutcome, PoolWorker, fail_unready
 from app.workflow.spec import TaskSpec
 from app.workflow.train import Components
 
@@ -105,7 +105,7 @@ def _ready_worker(hostname: str) -> PoolWorker | str:
         return _UNREADY[hostname]
 
 
-def run_task(hostname: str, pool_name: str, task_id: str, stage: Stage) -> Outcome:
+def run_task(hostname: str, pool_name: str, task_id: str, stage: Stage) -> AttemptOutcome:
     """Run the delivered pool task ``task_id`` in this process, or fail its attempt when the process cannot.
 
     Raises:

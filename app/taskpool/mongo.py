@@ -173,7 +173,7 @@ class MongoTaskPool:
         coll: Collection[Document],
         doc: Document,
         status: Status,
-        outcome: rules.Outcome,
+        outcome: rules.AttemptEnd,
         error: str | None = None,
         *,
         when: Mapping[str, Any] | None = None,

@@ -19,7 +19,7 @@ from app.core.errors import ConfigError, TaskPoolError
 from app.taskpool.base import STATUSES, Stage, Status
 
 Clock = Callable[[], float]  # seconds since the epoch, like time.time
-Outcome = Literal["done", "part_done", "error", "lease_expired", "reset"]
+AttemptEnd = Literal["done", "part_done", "error", "lease_expired", "reset"]
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 STAGES: tuple[Stage, ...] = ("train", "end")
@@ -267,7 +267,7 @@ def history_entry(
     run_id: str | None,
     started_at: float | datetime | None,
     ended_at: float,
-    outcome: Outcome,
+    outcome: AttemptEnd,
     status: Status,
     error: str | None = None,
 ) -> dict[str, Any]:

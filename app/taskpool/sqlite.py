@@ -146,7 +146,7 @@ class SQLiteTaskPool:
         conn: sqlite3.Connection,
         row: sqlite3.Row,
         status: Status,
-        outcome: rules.Outcome,
+        outcome: rules.AttemptEnd,
         error: str | None = None,
         **sets: Any,
     ) -> None:

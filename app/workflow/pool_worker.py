@@ -26,7 +26,7 @@ RUNNING, KILLED = "RUNNING", "KILLED"
 
 
 @dataclass(frozen=True)
-class Outcome:
+class AttemptOutcome:
     """What one delivery did: ``trained`` / ``begun`` / ``ended``, ``retrying``, ``failed``, or ``skipped``."""
 
     action: str
@@ -54,7 +54,7 @@ class PoolWorker:
     redispatch: Callable[[TaskRecord], object] | None = None  # a message for a failed attempt's retry
     draw_plots_later: bool = False  # figures drawn after the task's result is recorded (a warm worker)
 
-    def run(self, pool_name: str, task_id: str | None = None, *, stage: Stage = "train") -> Outcome:
+    def run(self, pool_name: str, task_id: str | None = None, *, stage: Stage = "train") -> AttemptOutcome:
         """Claim ``task_id`` (or the pool's next task) and run it to an outcome recorded in the pool.
 
         Never raises for a task's own failure: the pool keeps the error and the attempt count.
@@ -63,7 +63,7 @@ class PoolWorker:
         if task is None:
             status = self.pool.get(task_id).status if task_id else "none"
             log.info("nothing to claim in pool %s (task %s is %s)", pool_name, task_id or "-", status)
-            return Outcome("skipped", task_id or "", status)
+            return AttemptOutcome("skipped", task_id or "", status)
         assert task.token is not None
         self._end_abandoned_run(task)
         lost = threading.Event()
@@ -80,29 +80,29 @@ class PoolWorker:
             return replace(outcome, action="superseded", status=self.pool.get(task.id).status)
         return outcome
 
-    def _execute(self, task: TaskRecord) -> Outcome:
+    def _execute(self, task: TaskRecord) -> AttemptOutcome:
         token = task.token or ""
         if task.stage == "end":  # the spec is read back from the begun run
             ended = end_task_train(task.run_id or "", self.manager, self._build, cache=self.cache)
-            return Outcome("ended", task.id, "done", ended.run_id, metrics=ended.metrics)
+            return AttemptOutcome("ended", task.id, "done", ended.run_id, metrics=ended.metrics)
         spec = TaskSpec.from_mapping(task.spec)
         if task.delayed:
             run_id = begin_task_train(spec, self.manager, experiment_name=task.experiment)
             self.pool.set_run(task.id, token, run_id)
-            return Outcome("begun", task.id, "part_done", run_id)
+            return AttemptOutcome("begun", task.id, "part_done", run_id)
         trained = task_train(
             spec, self._build(spec), self.manager, experiment_name=task.experiment, cache=self.cache,
             on_run=lambda run_id: self.pool.set_run(task.id, token, run_id), draw_plots_later=self.draw_plots_later,
         )  # fmt: skip
-        return Outcome("trained", task.id, "done", trained.run_id, metrics=trained.metrics)
+        return AttemptOutcome("trained", task.id, "done", trained.run_id, metrics=trained.metrics)
 
-    def _record(self, task: TaskRecord, outcome: Outcome) -> bool:
+    def _record(self, task: TaskRecord, outcome: AttemptOutcome) -> bool:
         token = task.token or ""
         if outcome.action == "begun":
             return self.pool.part_done(task.id, token, outcome.run_id or "")
         return self.pool.finish(task.id, token, {"run_id": outcome.run_id, "metrics": outcome.metrics or {}})
 
-    def _failed(self, task: TaskRecord, error: str) -> Outcome:
+    def _failed(self, task: TaskRecord, error: str) -> AttemptOutcome:
         return _fail_attempt(self.pool, task, error, self.redispatch)
 
     def _build(self, spec: TaskSpec) -> Components:
@@ -143,7 +143,7 @@ def fail_unready(
     stage: Stage = "train",
     lease_s: float = DEFAULT_LEASE_S,
     redispatch: Callable[[TaskRecord], object] | None = None,
-) -> Outcome:
+) -> AttemptOutcome:
     """Fail an attempt at ``task_id`` (or the pool's next task) with ``error``: this process cannot run tasks.
 
     The attempt is claimed first, as any attempt is, so it counts against ``max_attempts`` and the pool keeps
@@ -153,20 +153,20 @@ def fail_unready(
     """
     task = pool.claim(pool_name, worker, lease_s=lease_s, task_id=task_id, stage=stage)
     if task is None:
-        return Outcome("skipped", task_id or "", pool.get(task_id).status if task_id else "none")
+        return AttemptOutcome("skipped", task_id or "", pool.get(task_id).status if task_id else "none")
     return _fail_attempt(pool, task, error, redispatch)
 
 
 def _fail_attempt(
     pool: TaskPool, task: TaskRecord, error: str, redispatch: Callable[[TaskRecord], object] | None
-) -> Outcome:
+) -> AttemptOutcome:
     status = pool.fail(task.id, task.token or "", error)
     log.error("task %s attempt %d/%d failed: %s", task.id, task.attempts, task.max_attempts, error)
     retrying = status in ("waiting", "part_done")
     now = pool.get(task.id)
     if retrying and redispatch is not None:
         redispatch(now)
-    return Outcome("retrying" if retrying else "failed", task.id, str(status), now.run_id, error)
+    return AttemptOutcome("retrying" if retrying else "failed", task.id, str(status), now.run_id, error)
 
 
 class _Heartbeat:

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 STAGE_TAG = "qtrain.stage"  # "begun": spec logged, not trained yet; "done": model and records saved
 CACHE_TAG = "feature_cache"  # "hit": every dataset lookup came from the cache; "miss": one was built; "off"
-STAGES = ("data", "fit", "records")  # TaskResult.timings keys; run metrics time_<stage>_s
+TIMED_STAGES = ("data", "fit", "records")  # TaskResult.timings keys; run metrics time_<stage>_s
 
 
 class Record(Protocol):
