@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run(argv[1:])
     if argv[:1] == ["qlib"]:
-        from app.config.qlib_yaml import main as qlib_main
+        from app.cli.qlib import main as qlib_main
 
         return qlib_main(argv[1:])
     parser = _parser()

@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
+from app.cli.qlib import main
 from app.config.jobs import validate_jobs
-from app.config.qlib_yaml import LIGHTGBM_DEFAULT_SEEDS, hydra_value, load, main, translate, translate_file
+from app.config.qlib_yaml import LIGHTGBM_DEFAULT_SEEDS, hydra_value, load, translate, translate_file
 from app.core.errors import ConfigError
 from app.data.synth import SynthSpec, write_synth_market
 from tests.small_specs import QUICK_LGBM, SEGMENTS
@@ -435,13 +436,14 @@ print(json.dumps(out, default=list))
 def test_the_tables_hold_qlib_s_own_defaults(qlib_python: Path) -> None:
     """Every 'Qlib's default' the translation fills in is the default in Qlib's code (signatures, region configs,
     PortAnaRecord's default config, qlib.init's provider_uri, qrun's experiment name)."""
-    from app.config import qlib_yaml as q
+    from app.config.qlib_yaml import reading
+    from app.config.qlib_yaml import tables as t
 
-    tables = {**q.MODELS, **q.HANDLERS, **q.DATASETS, **q.RECORDS, **q.STRATEGIES, **q.EXECUTORS,
-              "qlib.backtest.backtest": q._Class("backtest", None, q._BACKTEST_ARGS),
-              "qlib.backtest.get_exchange": q._Class("exchange", None, q._EXCHANGE_ARGS)}  # fmt: skip
+    tables = {**t.MODELS, **t.HANDLERS, **t.DATASETS, **t.RECORDS, **t.STRATEGIES, **t.EXECUTORS,
+              "qlib.backtest.backtest": t._Class("backtest", None, t._BACKTEST_ARGS),
+              "qlib.backtest.get_exchange": t._Class("exchange", None, t._EXCHANGE_ARGS)}  # fmt: skip
     ours = {f"{path} {name}": arg.default for path, spec in tables.items() for name, arg in spec.args.items()
-            if arg.default is not q._NO_DEFAULT}  # fmt: skip
+            if arg.default is not reading._NO_DEFAULT}  # fmt: skip
     # defaults Qlib sets in the code, not the signature: sample_ratios in DEnsembleModel's __init__, the backtest's
     # start/end from the predictions in PortAnaRecord
     unsigned = ["qlib.contrib.model.double_ensemble.DEnsembleModel sample_ratios",
@@ -453,5 +455,5 @@ def test_the_tables_hold_qlib_s_own_defaults(qlib_python: Path) -> None:
     qlib = json.loads(out.stdout.splitlines()[-1])  # Qlib prints notices about optional models first
     expected = json.loads(json.dumps({k: body.get(k, v) for k, v in ours.items()}))
     assert qlib["args"] == expected
-    assert qlib["region"] == q.REGION_EXCHANGE and qlib["port_ana"] == q._PORT_ANA_DEFAULT
-    assert (qlib["provider_uri"], qlib["experiment_name"]) == (q.QLIB_PROVIDER_URI, q.QLIB_EXPERIMENT)
+    assert qlib["region"] == reading.REGION_EXCHANGE and qlib["port_ana"] == t._PORT_ANA_DEFAULT
+    assert (qlib["provider_uri"], qlib["experiment_name"]) == (reading.QLIB_PROVIDER_URI, reading.QLIB_EXPERIMENT)
