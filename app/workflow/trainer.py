@@ -60,7 +60,6 @@ class TrainerR:
     """
 
     delayed: bool = False
-    end: bool = True  # a delayed trainer's run() also fits what train() began
 
     @classmethod
     def from_services(
@@ -70,9 +69,14 @@ class TrainerR:
         """The trainer with ``options`` (its config) on the process's ``services``: the one way every trainer is
         built by ``qtrain run``, whatever its type."""
         return cls(
-            services.tracking(background=True), build, experiment_name=experiment_name, cache=services.feature_cache,
-            draw_plots_later=(run or RunSettings()).draw_plots_later, **options,
-        )  # fmt: skip
+            build=build, experiment_name=experiment_name, **cls._wiring(services, run or RunSettings()), **options
+        )
+
+    @classmethod
+    def _wiring(cls, services: Any, run: RunSettings) -> dict[str, Any]:
+        """The constructor arguments this trainer takes from the process's services and the run's settings."""
+        manager = services.tracking(background=True)
+        return {"manager": manager, "cache": services.feature_cache, "draw_plots_later": run.draw_plots_later}
 
     def run(self, specs: Sequence[TaskSpec]) -> TrainOutcome:
         """Train ``specs`` as far as this trainer is configured to: all the way, or (a delayed trainer with
@@ -92,9 +96,11 @@ class TrainerR:
         cache: FeatureCache | None = None,
         fail_fast: bool = False,
         draw_plots_later: bool = False,
+        end: bool = True,
     ) -> None:
         self.manager, self.build, self.experiment_name = manager, build, experiment_name
         self.cache, self.fail_fast, self.draw_plots_later = cache, fail_fast, draw_plots_later
+        self.end = end  # a delayed trainer: False makes run() only begin the tasks (`qtrain end RUN_ID...` fits)
 
     def train(self, specs: Sequence[TaskSpec]) -> list[TaskResult]:
         """Train every spec; raises the first error only when ``fail_fast``."""
@@ -149,23 +155,6 @@ class DelayTrainerR(TrainerR):
     """
 
     delayed: bool = True
-
-    def __init__(
-        self,
-        manager: ExpManager,
-        build: Callable[[TaskSpec], Components],
-        *,
-        experiment_name: str,
-        cache: FeatureCache | None = None,
-        fail_fast: bool = False,
-        draw_plots_later: bool = False,
-        end: bool = True,
-    ) -> None:
-        super().__init__(
-            manager, build, experiment_name=experiment_name, cache=cache, fail_fast=fail_fast,
-            draw_plots_later=draw_plots_later,
-        )  # fmt: skip
-        self.end = end  # False: run() only begins the tasks (finish with `qtrain end RUN_ID...`)
 
     def train(self, specs: Sequence[TaskSpec]) -> list[TaskResult]:
         """Begin every spec; the results hold run ids and no metrics. Raises only when ``fail_fast``."""

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, Self
+from typing import Any, Protocol
 
 from app.core.errors import InfrastructureError, QtrainError, TaskStoreError
 from app.core.progress import ProgressBar
@@ -162,17 +162,13 @@ class TrainerRM(TrainerR):
         self.checkpoint_root = checkpoint_root
 
     @classmethod
-    def from_services(  # type: ignore[override]  # it needs the pool's services, a local trainer does not
-        cls, services: PoolServices, build: Callable[[TaskSpec], Components], *, experiment_name: str,
-        run: RunSettings | None = None, **options: Any,
-    ) -> Self:  # fmt: skip
-        """The trainer with ``options`` (its config) on the process's task store, broker, lease and checkpoints;
-        ``run.limits`` become its tasks' time limits."""
-        return cls(
-            services.tracking(background=True), build, experiment_name=experiment_name, cache=services.feature_cache,
-            pool=services.pool, broker=services.broker, lease_s=services.lease_s,
-            checkpoint_root=services.checkpoint_dir, limits=(run or RunSettings()).limits, **options,
-        )  # fmt: skip
+    def _wiring(cls, services: PoolServices, run: RunSettings) -> dict[str, Any]:
+        """A local trainer's services (figures are the workers' business), plus the task store, the broker, the
+        lease and checkpoints; ``run.limits`` become its tasks' time limits."""
+        wiring = super()._wiring(services, run)
+        del wiring["draw_plots_later"]
+        pool = {"pool": services.pool, "broker": services.broker, "lease_s": services.lease_s}
+        return {**wiring, **pool, "checkpoint_root": services.checkpoint_dir, "limits": run.limits}
 
     def run(self, specs: Sequence[TaskSpec]) -> TrainOutcome:
         """Submit ``specs`` and, unless ``wait=False``, wait for the workers (a delayed trainer: to begin, then,
