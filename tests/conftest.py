@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Temp
 
 
 ROOT = Path(__file__).resolve().parents[1]
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"  # the machine's server (trust auth), as CI starts it
 QLIB_VENV = ROOT / ".qlib-venv"
 REF_DIR = ROOT / "tests" / "qlib_ref"
 
@@ -74,3 +76,26 @@ def run_reference(python: Path, script: str, *args: str | Path) -> None:
         )
     if out.returncode != 0:
         pytest.fail(f"{script} failed:\n{out.stderr[-4000:]}")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The URL of the PostgreSQL server the suite uses (skips, saying why, where none answers)."""
+    import psycopg
+
+    try:
+        psycopg.connect(POSTGRES_URL, connect_timeout=3).close()
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL server at {POSTGRES_URL} ({' '.join(str(exc).split())})")
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def postgres_schema(postgres_server: str) -> Iterator[str]:
+    """A schema of the test's own on the server, dropped afterwards."""
+    import psycopg
+
+    schema = f"qtrain_test_{uuid.uuid4().hex[:12]}"
+    yield schema
+    with psycopg.connect(postgres_server, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

@@ -6,7 +6,7 @@ from app.core.credentials import mask_url
 from app.core.errors import ConfigError, TaskStoreError
 from app.taskpool.base import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS, STATUSES, Stage, Status, TaskPool, TaskRecord
 from app.taskpool.sqlite import SQLiteTaskPool
-from app.taskpool.urls import is_mongo_url, mongo_database, sqlite_path
+from app.taskpool.urls import is_mongo_url, is_postgres_url, mongo_database, sqlite_path
 
 __all__ = [
     "DEFAULT_LEASE_S",
@@ -24,17 +24,19 @@ __all__ = [
 
 E_STORE_URL = (
     "QTRAIN_TASK_STORE={url!r} is not a task store URL. Use sqlite:///PATH for the embedded store (e.g. "
-    "sqlite:///.qtrain/tasks.db relative to the working directory, sqlite:////srv/qtrain/tasks.db absolute) or "
-    "mongodb://[user:password@]host[:port][/database] (mongodb+srv://... too; database defaults to qtrain)"
+    "sqlite:///.qtrain/tasks.db relative to the working directory, sqlite:////srv/qtrain/tasks.db absolute), "
+    "postgresql://[user[:password]@]host[:port]/database, or mongodb://[user:password@]host[:port][/database] "
+    "(mongodb+srv://... too; database defaults to qtrain)"
 )
 
 
 def open_pool(url: str) -> TaskPool:
     """The task store named by ``url`` (the value of QTRAIN_TASK_STORE).
 
-    ``sqlite:///PATH`` opens a :class:`SQLiteTaskPool`; ``mongodb://`` and ``mongodb+srv://`` a
+    ``sqlite:///PATH`` opens a :class:`SQLiteTaskPool`; ``postgresql://`` (or ``postgres://``) a
+    :class:`app.taskpool.postgres.PostgresTaskPool`; ``mongodb://`` and ``mongodb+srv://`` a
     :class:`app.taskpool.mongo.MongoTaskPool` on the database named by the URL's path (default "qtrain").
-    pymongo is imported only for MongoDB URLs.
+    psycopg and pymongo are imported only for their URLs.
 
     Raises:
         ConfigError: ``url`` is neither form (the message masks any password in it).
@@ -43,6 +45,10 @@ def open_pool(url: str) -> TaskPool:
         raise ConfigError(E_STORE_URL.format(url=url))
     if url.startswith("sqlite:"):
         return SQLiteTaskPool(sqlite_path(url))
+    if is_postgres_url(url):
+        from app.taskpool.postgres import PostgresTaskPool
+
+        return PostgresTaskPool(url)
     if is_mongo_url(url):
         from app.taskpool.mongo import MongoTaskPool
 
@@ -60,6 +66,10 @@ def check_store(url: str, *, timeout_s: float) -> None:
     """
     if url.startswith("sqlite:"):
         pool: TaskPool = SQLiteTaskPool(sqlite_path(url), busy_timeout_s=timeout_s)
+    elif is_postgres_url(url):
+        from app.taskpool.postgres import PostgresTaskPool
+
+        pool = PostgresTaskPool(url, connect_timeout_s=timeout_s)
     elif is_mongo_url(url):
         from app.taskpool.mongo import MongoTaskPool
 

@@ -19,6 +19,11 @@ def is_mongo_url(url: str) -> bool:
     return url.startswith(MONGO_SCHEMES)
 
 
+def is_postgres_url(url: str) -> bool:
+    """Whether ``url`` names a PostgreSQL server (``postgresql://`` or ``postgres://``)."""
+    return url.startswith(("postgresql://", "postgres://"))
+
+
 def mongo_database(url: str, default: str = DEFAULT_MONGO_DATABASE) -> str:
     """The database named by the path of a MongoDB URL (``mongodb://host/NAME?...``), else ``default``.
 

@@ -81,6 +81,10 @@ CASES = {
         lambda work, port: {"QTRAIN_TASK_STORE": f"sqlite:///{work / 'a_file' / 'tasks.db'}"},
         ["cannot create the directory of the task store", "a_file", "QTRAIN_TASK_STORE"],
     ),
+    "PostgreSQL task store at a closed port": (
+        lambda work, port: {"QTRAIN_TASK_STORE": f"postgresql://trainer:{SECRET}@127.0.0.1:{port}/qtrain"},
+        ["cannot reach PostgreSQL at postgresql://trainer:***@127.0.0.1:{port}/qtrain", "QTRAIN_TASK_STORE"],
+    ),
     "MongoDB task store at a closed port": (
         lambda work, port: {"QTRAIN_TASK_STORE": f"mongodb://trainer:{SECRET}@127.0.0.1:{port}/qtrain"},
         ["cannot reach MongoDB at mongodb://trainer:***@127.0.0.1:{port}/qtrain", "QTRAIN_TASK_STORE"],

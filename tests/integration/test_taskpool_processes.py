@@ -1,5 +1,6 @@
-"""The SQLite task store under real concurrency: several processes claim from one pool (and create one new file)
-at the same moment. Every task must be claimed exactly once and end done; concurrent submits must dedupe."""
+"""The SQL task stores (SQLite, PostgreSQL) under real concurrency: several processes claim from one pool (and
+create a new store) at the same moment. Every task must be claimed exactly once and end done; concurrent submits
+must dedupe."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from typing import Any
 
 import pytest
 
-from app.taskpool import SQLiteTaskPool
+from app.taskpool import SQLiteTaskPool, TaskPool
+
+Store = tuple[str, str, str]  # (kind, path or URL, PostgreSQL schema)
 
 pytestmark = pytest.mark.integration
 
@@ -18,9 +21,18 @@ WORKERS = 4
 TASKS = 200
 
 
-def _claim_until_empty(path: str, barrier: Any, results: Any, index: int) -> None:
+def _open(store: Store) -> TaskPool:
+    kind, where, schema = store
+    if kind == "sqlite":
+        return SQLiteTaskPool(where)
+    from app.taskpool.postgres import PostgresTaskPool
+
+    return PostgresTaskPool(where, schema=schema)
+
+
+def _claim_until_empty(store: Store, barrier: Any, results: Any, index: int) -> None:
     try:
-        pool = SQLiteTaskPool(path)
+        pool = _open(store)
         barrier.wait(timeout=60)
         claimed: list[str] = []
         while (task := pool.claim("sweep", f"worker-{index}", lease_s=30)) is not None:
@@ -35,9 +47,9 @@ def _claim_until_empty(path: str, barrier: Any, results: Any, index: int) -> Non
         results.put((index, [], f"{type(exc).__name__}: {exc}"))
 
 
-def _submit_all(path: str, barrier: Any, results: Any, index: int) -> None:
+def _submit_all(store: Store, barrier: Any, results: Any, index: int) -> None:
     try:
-        pool = SQLiteTaskPool(path)  # a file nobody has created yet
+        pool = _open(store)  # a store nobody has created yet
         barrier.wait(timeout=60)
         ids, created = [], []
         for i in range(50):
@@ -51,11 +63,11 @@ def _submit_all(path: str, barrier: Any, results: Any, index: int) -> None:
         results.put((index, [], f"{type(exc).__name__}: {exc}"))
 
 
-def _run(target: Any, path: Path) -> list[tuple[int, list[str], str]]:
+def _run(target: Any, store: Store) -> list[tuple[int, list[str], str]]:
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(WORKERS)
     results = ctx.Queue()
-    procs = [ctx.Process(target=target, args=(str(path), barrier, results, i)) for i in range(WORKERS)]
+    procs = [ctx.Process(target=target, args=(store, barrier, results, i)) for i in range(WORKERS)]
     for p in procs:
         p.start()
     outcomes = []
@@ -72,11 +84,18 @@ def _run(target: Any, path: Path) -> list[tuple[int, list[str], str]]:
     return outcomes
 
 
-def test_every_task_is_claimed_exactly_once_across_processes(tmp_path: Path) -> None:
-    path = tmp_path / "tasks.db"
-    pool = SQLiteTaskPool(path)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    """A store nobody has created yet: a SQLite file in a new directory, or a new PostgreSQL schema."""
+    if request.param == "sqlite":
+        return ("sqlite", str(tmp_path / "new" / "dir" / "tasks.db"), "")
+    return ("postgresql", request.getfixturevalue("postgres_server"), request.getfixturevalue("postgres_schema"))
+
+
+def test_every_task_is_claimed_exactly_once_across_processes(store: Store) -> None:
+    pool = _open(store)
     ids = {pool.submit("sweep", {"seed": i}, f"seed-{i}", priority=i % 3)[0].id for i in range(TASKS)}
-    outcomes = _run(_claim_until_empty, path)
+    outcomes = _run(_claim_until_empty, store)
     claimed = [task_id for _, got, _ in outcomes for task_id in got]
     assert len(claimed) == TASKS and set(claimed) == ids  # none twice, none missed
     assert sum(1 for _, got, _ in outcomes if got) >= 2  # the work really was shared
@@ -87,13 +106,12 @@ def test_every_task_is_claimed_exactly_once_across_processes(tmp_path: Path) -> 
     pool.close()
 
 
-def test_concurrent_first_use_and_submits_dedupe(tmp_path: Path) -> None:
-    path = tmp_path / "new" / "dir" / "tasks.db"
-    outcomes = _run(_submit_all, path)
+def test_concurrent_first_use_and_submits_dedupe(store: Store) -> None:
+    outcomes = _run(_submit_all, store)
     per_process = [got[: got.index("|")] for _, got, _ in outcomes]
     created = [task_id for _, got, _ in outcomes for task_id in got[got.index("|") + 1 :]]
     assert all(got == per_process[0] for got in per_process)  # every process got the same 50 tasks
     assert sorted(created) == sorted(per_process[0])  # and each was created by exactly one of them
-    pool = SQLiteTaskPool(path)
+    pool = _open(store)
     assert len(pool.list("shared")) == 50 and {t.id for t in pool.list("shared")} == set(per_process[0])
     pool.close()

@@ -1,5 +1,6 @@
-"""The stores the task-pool contract suite runs against: SQLite, MongoDB through mongomock, and a real MongoDB
-server when QTRAIN_MONGO_URL is set (read through app.core.settings, never os.environ)."""
+"""The stores the task-pool contract suite runs against: SQLite, the PostgreSQL server on this machine (a schema of
+its own per test), MongoDB through mongomock, and a real MongoDB server when QTRAIN_MONGO_URL is set (read through
+app.core.settings, never os.environ)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from app.core.settings import load_settings
 from app.taskpool import SQLiteTaskPool, TaskPool
 
-STORES = ["sqlite", "mongomock", "mongodb"]
+STORES = ["sqlite", "postgresql", "mongomock", "mongodb"]
 _collections = itertools.count()
 
 
@@ -38,6 +39,12 @@ def make_pool(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Task
     """A fresh, empty store of ``kind`` (one of STORES)."""
     if kind == "sqlite":
         return SQLiteTaskPool(tmp_path / "store" / "tasks.db")
+    if kind == "postgresql":
+        from app.taskpool.postgres import PostgresTaskPool
+
+        return PostgresTaskPool(
+            request.getfixturevalue("postgres_server"), schema=request.getfixturevalue("postgres_schema")
+        )
     from app.taskpool.mongo import MongoTaskPool
 
     if kind == "mongomock":

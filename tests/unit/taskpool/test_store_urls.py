@@ -87,16 +87,16 @@ def test_open_pool_mongodb_uses_the_database_of_the_url() -> None:
         pool.close()
 
 
-@pytest.mark.parametrize("url", ["redis://u:hunter2@host/0", "postgresql://x", "", "tasks.db"])
+@pytest.mark.parametrize("url", ["redis://u:hunter2@host/0", "mysql://u:hunter2@host/db", "", "tasks.db"])
 def test_open_pool_refuses_other_urls_naming_the_variable_and_both_forms(url: str) -> None:
     with pytest.raises(ConfigError) as info:
         open_pool(url)
     text = str(info.value)
-    assert "QTRAIN_TASK_STORE" in text and "sqlite:///" in text and "mongodb://" in text
+    assert "QTRAIN_TASK_STORE" in text and "sqlite:///" in text and "mongodb://" in text and "postgresql://" in text
     assert "hunter2" not in text
 
 
 def test_importing_the_task_pool_does_not_import_pymongo() -> None:
-    code = "import sys, app.taskpool; assert 'pymongo' not in sys.modules, 'pymongo imported'"
+    code = "import sys, app.taskpool; assert not {'pymongo', 'psycopg'} & set(sys.modules), 'a driver imported'"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

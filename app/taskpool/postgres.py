@@ -1,0 +1,168 @@
+"""The task store on PostgreSQL (``QTRAIN_TASK_STORE=postgresql://user[:password]@host[:port]/database``): the
+same state machine as the SQLite store (:mod:`app.taskpool.sql`), for pools shared by several hosts.
+
+A claim is ``SELECT ... FOR UPDATE SKIP LOCKED`` (two workers never wait on, nor take, the same row); every other
+read-modify-write locks its rows with ``FOR UPDATE``; submissions of the same spec at once are settled by the
+unique (pool, hash) index. One connection per (process, thread), so forked Celery children and heartbeat threads
+never share one. The table and its indexes are created on first use (under an advisory lock, so processes that
+start together do not race). psycopg is imported only for PostgreSQL URLs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from app.core.credentials import mask_url
+from app.core.errors import TaskStoreError
+from app.taskpool import rules
+from app.taskpool.sql import SQLTaskPool
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT PRIMARY KEY,
+    pool TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    status TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    experiment TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL,
+    delayed INTEGER NOT NULL,
+    stage TEXT NOT NULL DEFAULT 'train',
+    worker TEXT,
+    token TEXT,
+    lease_expires DOUBLE PRECISION,
+    run_id TEXT,
+    result TEXT,
+    error TEXT,
+    dispatches INTEGER NOT NULL DEFAULT 0,
+    dispatched_at DOUBLE PRECISION,
+    created_ns BIGINT NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    started_at DOUBLE PRECISION,
+    finished_at DOUBLE PRECISION,
+    history TEXT NOT NULL DEFAULT '[]',
+    limits TEXT NOT NULL DEFAULT '{}'
+);
+CREATE UNIQUE INDEX IF NOT EXISTS tasks_pool_hash ON tasks (pool, hash);
+CREATE INDEX IF NOT EXISTS tasks_claim ON tasks (pool, status, priority DESC, created_ns);
+CREATE INDEX IF NOT EXISTS tasks_lease ON tasks (status, lease_expires);
+CREATE INDEX IF NOT EXISTS tasks_pool_created ON tasks (pool, created_ns)
+"""
+_SCHEMA_LOCK = 0x71747261696E  # pg_advisory_xact_lock key of the table's creation ("qtrain")
+_NAMED = re.compile(r"(?<![:\w]):([a-z_]+)\b")
+
+
+def to_psycopg(sql: str) -> str:
+    """The store's SQL (``?`` and ``:name`` parameters, as SQLite takes them) in psycopg's ``%s``/``%(name)s``."""
+    return _NAMED.sub(r"%(\1)s", sql.replace("%", "%%")).replace("?", "%s")
+
+
+class _Connection:
+    """A psycopg connection that takes the store's SQL."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        return self.conn.execute(to_psycopg(sql), params)
+
+
+class PostgresDatabase:
+    """:class:`app.taskpool.sql.SQLDatabase` on the PostgreSQL server of ``url`` (``schema``: its search path).
+
+    Raises (from every call):
+        TaskStoreError: the server cannot be reached, refuses the login or the statement; names QTRAIN_TASK_STORE.
+    """
+
+    def __init__(self, url: str, *, schema: str | None = None, connect_timeout_s: float = 10.0) -> None:
+        self.url, self.schema, self.connect_timeout_s = url, schema, connect_timeout_s
+        self._local = threading.local()
+        self._created_in: int | None = None  # the process that made sure the table exists
+
+    def _connection(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "pid", None) == os.getpid() and not conn.closed:
+            return conn
+        import psycopg
+        from psycopg.rows import dict_row
+
+        options = f"-c search_path={self.schema}" if self.schema else ""
+        with self._errors("connecting"):
+            conn = psycopg.connect(
+                self.url, autocommit=True, row_factory=dict_row, connect_timeout=max(1, round(self.connect_timeout_s)),
+                options=options or None,
+            )  # fmt: skip
+            if self._created_in != os.getpid():
+                with conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                    if self.schema:
+                        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                    for statement in SCHEMA.split(";"):
+                        conn.execute(statement)
+                self._created_in = os.getpid()
+        self._local.conn, self._local.pid = conn, os.getpid()
+        return conn
+
+    @contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        import psycopg
+
+        try:
+            yield
+        except psycopg.OperationalError as exc:
+            self._local.conn = None
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise TaskStoreError(
+                f"cannot reach PostgreSQL at {mask_url(self.url)} while {doing} ({reason}); start it or fix "
+                "QTRAIN_TASK_STORE"
+            ) from exc
+        except psycopg.Error as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise TaskStoreError(f"PostgreSQL at {mask_url(self.url)} refused {doing} ({reason})") from exc
+
+    def read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        conn = self._connection()
+        with self._errors("reading the task store"), conn.transaction():
+            return list(conn.execute(to_psycopg(sql), params).fetchall())
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        conn = self._connection()
+        with self._errors("writing the task store"), conn.transaction():
+            return int(conn.execute(to_psycopg(sql), params).rowcount)
+
+    @contextmanager
+    def write(self) -> Iterator[_Connection]:
+        conn = self._connection()
+        with self._errors("writing the task store"), conn.transaction():
+            yield _Connection(conn)
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "pid", None) == os.getpid():
+            conn.close()
+        self._local.conn = None
+
+
+class PostgresTaskPool(SQLTaskPool):
+    """The :class:`app.taskpool.base.TaskPool` in the ``tasks`` table of a PostgreSQL database (``schema``: another
+    schema than the user's default, e.g. one per test)."""
+
+    def __init__(
+        self, url: str, *, schema: str | None = None, connect_timeout_s: float = 10.0, clock: rules.Clock = time.time
+    ) -> None:
+        self.url = url
+        db = PostgresDatabase(url, schema=schema, connect_timeout_s=connect_timeout_s)
+        where = mask_url(url) + (f" (schema {schema})" if schema else "")
+        super().__init__(db, where=where, lock=" FOR UPDATE", skip_locked=" FOR UPDATE SKIP LOCKED", clock=clock)
+
+    def __repr__(self) -> str:
+        return f"PostgresTaskPool({mask_url(self.url)!r})"
