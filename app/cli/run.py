@@ -183,7 +183,7 @@ def train_job(cfg: Any) -> bool:
         list(hydra_cfg.overrides.task), cfg, spec.hash, final, windows=[r.run_id for r in results] if rolling else None
     )
     write_outcome(hydra_cfg.runtime.output_dir, outcome)
-    _report(outcome, experiment, spec.hash, settings.tracking_uri, quiet=sweeping)
+    _report(outcome, experiment, spec.hash, manager, settings.tracking_uri, quiet=sweeping)
     return final.error is None
 
 
@@ -197,7 +197,9 @@ def _merge_rolling(manager: Any, results: list[Any], spec: Any, rolling: dict[st
     return evaluate_rolling(manager, results, experiment_name=experiment, store=store, records=records, rolling=rolling)
 
 
-def _report(outcome: dict[str, Any], experiment: str, task_hash: str, tracking_uri: str, *, quiet: bool) -> None:
+def _report(
+    outcome: dict[str, Any], experiment: str, task_hash: str, manager: Any, tracking_uri: str, *, quiet: bool
+) -> None:
     from app.core.credentials import mask_url
     from app.tracking.summary import KEY_METRICS
 
@@ -211,4 +213,8 @@ def _report(outcome: dict[str, Any], experiment: str, task_hash: str, tracking_u
     for title, key in KEY_METRICS:
         if key in outcome["metrics"]:
             print(f"  {title:<20} {outcome['metrics'][key]: .4f}")
-    print(f"open the MLflow UI on it: mlflow ui --backend-store-uri {mask_url(tracking_uri)}")
+    if tracking_uri.startswith(("http://", "https://")):  # a tracking server: its UI shows the run
+        experiment_id = manager.client.get_run(run).info.experiment_id
+        print(f"see it in the MLflow UI: {mask_url(tracking_uri).rstrip('/')}/#/experiments/{experiment_id}/runs/{run}")
+    else:
+        print(f"open the MLflow UI on it: mlflow ui --backend-store-uri {mask_url(tracking_uri)}")

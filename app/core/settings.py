@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,8 @@ ENV_VARS = {
     "QTRAIN_DATA_DIR": "market data store in Qlib's binary layout (default $QTRAIN_HOME/data/sample)",
     "QTRAIN_CACHE_DIR": "feature cache (default $QTRAIN_HOME/cache)",
     "MLFLOW_TRACKING_URI": "MLflow tracking URI (default sqlite:///mlflow.db in the working directory)",
-    "QTRAIN_ARTIFACT_ROOT": "MLflow artifact location for new experiments (default $QTRAIN_HOME/mlartifacts)",
+    "QTRAIN_ARTIFACT_ROOT": "MLflow artifact location for new experiments: a directory or a URI (s3://...); "
+    "default $QTRAIN_HOME/mlartifacts for a SQLite tracking store, the tracking server's choice for http(s)://",
     "QTRAIN_BROKER_URL": "Celery broker (default redis://127.0.0.1:6379/0)",
     "QTRAIN_RESULT_BACKEND": "Celery result backend (default: the broker URL)",
     "QTRAIN_TASK_STORE": "task pool store, sqlite:///PATH or mongodb://... (default sqlite under $QTRAIN_HOME)",
@@ -42,7 +44,7 @@ class Settings:
     data_dir: Path
     cache_dir: Path
     tracking_uri: str
-    artifact_root: Path
+    artifact_root: Path | str | None  # a URI stays a string; None: the tracking server decides (proxied artifacts)
     broker_url: str
     result_backend: str
     task_store: str
@@ -68,7 +70,7 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
         data_dir=_path(env, "QTRAIN_DATA_DIR", home / "data" / "sample", base),
         cache_dir=_path(env, "QTRAIN_CACHE_DIR", home / "cache", base),
         tracking_uri=env.get("MLFLOW_TRACKING_URI", f"sqlite:///{base / 'mlflow.db'}"),
-        artifact_root=_path(env, "QTRAIN_ARTIFACT_ROOT", home / "mlartifacts", base),
+        artifact_root=_artifact_root(env, env.get("MLFLOW_TRACKING_URI", ""), home / "mlartifacts", base),
         broker_url=broker,
         result_backend=env.get("QTRAIN_RESULT_BACKEND", broker),
         task_store=env.get("QTRAIN_TASK_STORE", f"sqlite:///{home / 'tasks.db'}"),
@@ -94,6 +96,18 @@ def _path(env: Mapping[str, str], key: str, default: Path, base: Path) -> Path:
         raise ConfigError(f"{key} is set but empty; unset it or give a directory, e.g. {key}={default}")
     path = Path(raw).expanduser()
     return path if path.is_absolute() else base / path
+
+
+def _artifact_root(env: Mapping[str, str], tracking_uri: str, default: Path, base: Path) -> Path | str | None:
+    """``QTRAIN_ARTIFACT_ROOT`` as a URI (``s3://...``, ``mlflow-artifacts:/...``) or a directory; unset: the
+    default directory, except with a tracking server (``http(s)://``), which then keeps the artifacts itself
+    (``mlflow server --serve-artifacts``), so workers on other hosts need no shared filesystem."""
+    raw = env.get("QTRAIN_ARTIFACT_ROOT")
+    if raw is not None and re.match(r"^[A-Za-z][A-Za-z0-9+.-]+://|^mlflow-artifacts:", raw.strip()):
+        return raw.strip()
+    if raw is None and tracking_uri.startswith(("http://", "https://")):
+        return None
+    return _path(env, "QTRAIN_ARTIFACT_ROOT", default, base)
 
 
 def _number(env: Mapping[str, str], key: str, default: float, *, minimum: float) -> float:
