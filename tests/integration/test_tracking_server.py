@@ -74,9 +74,7 @@ def test_artifacts_go_through_the_tracking_server(
 def test_a_tracking_server_leaves_the_artifact_root_to_it() -> None:
     server = load_settings({"MLFLOW_TRACKING_URI": "http://infra:5000"}, Path("/w"))
     assert server.artifact_root is None
-    s3 = load_settings(
-        {"MLFLOW_TRACKING_URI": "http://infra:5000", "QTRAIN_ARTIFACT_ROOT": "s3://b/qtrain"}, Path("/w")
-    )
+    s3 = load_settings({"MLFLOW_TRACKING_URI": "http://infra:5000", "QTRAIN_ARTIFACT_ROOT": "s3://b/q"}, Path("/w"))
     assert s3.artifact_root == "s3://b/q"
     local = load_settings({"MLFLOW_TRACKING_URI": "sqlite:///m.db"}, Path("/w"))
     assert local.artifact_root == Path("/w/.qtrain/mlartifacts")

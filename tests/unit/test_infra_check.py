@@ -63,8 +63,16 @@ def test_the_store_check_names_the_variable_for_a_path_under_a_file(tmp_path: Pa
 
 
 def test_the_store_check_refuses_a_url_that_is_no_task_store() -> None:
-    with pytest.raises(ConfigError, match="QTRAIN_TASK_STORE='postgresql://u:\\*\\*\\*@h/db' is not a task store"):
-        check_store("postgresql://u:pw@h/db", timeout_s=1)
+    with pytest.raises(ConfigError, match="QTRAIN_TASK_STORE='mysql://u:\\*\\*\\*@h/db' is not a task store"):
+        check_store("mysql://u:pw@h/db", timeout_s=1)
+
+
+def test_the_store_check_reaches_postgresql_and_creates_the_table(postgres_server: str) -> None:
+    import psycopg
+
+    check_store(postgres_server, timeout_s=3)
+    with psycopg.connect(postgres_server) as conn:
+        assert conn.execute("SELECT to_regclass('tasks')").fetchone() == ("tasks",)
 
 
 def test_the_store_check_reads_mongodb_and_creates_its_indexes() -> None:
