@@ -153,7 +153,7 @@ def kill(cluster: Cluster, name: str, kind: str, running: list[TaskRecord]) -> F
 
 
 def unsettled(tasks: list[TaskRecord]) -> list[TaskRecord]:
-    return [t for t in tasks if t.status not in ("done", "failed")]
+    return [t for t in tasks if t.status not in ("done", "failed", "cancelled")]
 
 
 def report(outcome: Outcome, cluster: Cluster, args: argparse.Namespace) -> None:

@@ -20,7 +20,9 @@ from app.taskpool.base import STATUSES
 
 def add_pool_commands(commands: Any) -> None:
     """Register ``qtrain pool ...`` on the top-level subparsers."""
-    pool = commands.add_parser("pool", help="the task pool: status, list, reset, requeue, purge, reconcile, work")
+    pool = commands.add_parser(
+        "pool", help="the task pool: status, list, cancel, reset, requeue, purge, reconcile, work"
+    )
     sub = pool.add_subparsers(title="pool commands", metavar="COMMAND")
 
     status = sub.add_parser("status", help="tasks per status, for one pool or every pool")
@@ -37,7 +39,15 @@ def add_pool_commands(commands: Any) -> None:
     reset.add_argument("--status", action="append", choices=STATUSES, help="default: running and failed")
     reset.set_defaults(func=_reset)
 
-    requeue = sub.add_parser("requeue", help="these tasks back to waiting, then dispatch them")
+    cancel = sub.add_parser(
+        "cancel", help="cancel tasks: waiting ones are never run, running ones stop at their next round or epoch"
+    )
+    cancel.add_argument("task_ids", nargs="*", metavar="TASK_ID")
+    cancel.add_argument("--pool", help="every task of this pool in --status (default: waiting, part_done, running)")
+    cancel.add_argument("--status", action="append", choices=STATUSES, help="with --pool: only these statuses")
+    cancel.set_defaults(func=_cancel)
+
+    requeue = sub.add_parser("requeue", help="these tasks (cancelled ones too) back to waiting, then dispatch them")
     requeue.add_argument("task_ids", nargs="+", metavar="TASK_ID")
     requeue.set_defaults(func=_requeue)
 
@@ -125,6 +135,20 @@ def _requeue(args: argparse.Namespace, settings: Settings) -> None:
     count = store.requeue(args.task_ids)
     sent = sum(_dispatch_pool(store, name) for name in pools)
     print(f"requeued {count} task(s); sent {sent} message(s)")
+
+
+def _cancel(args: argparse.Namespace, settings: Settings) -> None:
+    if bool(args.task_ids) == bool(args.pool):
+        raise ConfigError("qtrain pool cancel: give TASK_ID... or --pool POOL (not both)")
+    if args.status and not args.pool:
+        raise ConfigError("qtrain pool cancel: --status goes with --pool")
+    store = _open(settings)
+    ids = list(args.task_ids)
+    if args.pool:
+        ids = [t.id for t in store.list(args.pool, args.status or ["waiting", "part_done", "running"])]
+    count = store.cancel(ids)
+    print(f"cancelled {count} of {len(ids)} task(s); running ones stop at their next round or epoch (their runs end "
+          "KILLED); bring them back with: qtrain pool requeue TASK_ID...")  # fmt: skip
 
 
 def _purge(args: argparse.Namespace, settings: Settings) -> None:

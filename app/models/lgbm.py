@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from app.core.errors import ConfigError
+from app.core.interrupt import check_stop
 from app.core.progress import ProgressBar
 from app.dataset.dataset import Dataset
 from app.models.base import CurveRecorder, check_hyperparameters, read_model_json, write_model_json
@@ -200,6 +201,7 @@ def _progress(owner: str, bar: ProgressBar) -> Callable[[lgb.callback.CallbackEn
     """Log the scores every ``LOG_PERIOD`` rounds and move ``bar`` to the rounds done."""
 
     def callback(env: lgb.callback.CallbackEnv) -> None:
+        check_stop()  # a cancelled task stops at its next round
         results = env.evaluation_result_list or []
         if bar.active:
             note = " ".join(f"{data} {name} {value:.4g}" for data, name, value, *_ in results)

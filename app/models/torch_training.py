@@ -36,6 +36,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from app.core.errors import ConfigError
+from app.core.interrupt import check_stop
 from app.core.progress import ProgressBar
 from app.models import torch_checkpoint as ckpt
 from app.models.base import CurveRecorder
@@ -378,6 +379,7 @@ def train(
         elif stream and rng_state is not None:
             torch.set_rng_state(rng_state)
         while progress.epochs_done < s.n_epochs and not progress.stopped:
+            check_stop()  # a cancelled task stops before its next epoch (the checkpoints stay)
             epoch = progress.epochs_done
             if not stream:
                 torch.manual_seed(epoch_seed(s.seed, epoch, DROPOUT_STREAM))

@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-Status = Literal["waiting", "running", "part_done", "done", "failed"]
+Status = Literal["waiting", "running", "part_done", "done", "failed", "cancelled"]
 Stage = Literal["train", "end"]
-STATUSES: tuple[Status, ...] = ("waiting", "running", "part_done", "done", "failed")
+STATUSES: tuple[Status, ...] = ("waiting", "running", "part_done", "done", "failed", "cancelled")
+FINAL_STATUSES: tuple[Status, ...] = ("done", "failed", "cancelled")  # never claimed again (until requeued)
 DEFAULT_LEASE_S = 30.0
 DEFAULT_MAX_ATTEMPTS = 3
 
@@ -148,6 +149,12 @@ class TaskPool(Protocol):
     def reset(self, pool: str, statuses: Sequence[Status] = ("running", "failed")) -> int:
         """Tasks of ``pool`` in ``statuses`` → waiting (part_done when a delayed task already has its run),
         attempts 0, lease/token/error cleared; returns how many."""
+        ...
+
+    def cancel(self, task_ids: Sequence[str]) -> int:
+        """These tasks → cancelled (final: never claimed), unless done, failed or cancelled already; a running
+        attempt loses its token, so its next heartbeat is refused and its worker stops it. Returns how many
+        changed. Raises :class:`app.core.errors.TaskNotFoundError` for an unknown id (nothing changes)."""
         ...
 
     def requeue(self, task_ids: Sequence[str]) -> int:

@@ -26,7 +26,15 @@ from pymongo.errors import ConnectionFailure, DuplicateKeyError, InvalidURI, Ope
 from app.core.credentials import has_credentials, mask_url, url_password
 from app.core.errors import ConfigError, TaskNotFoundError, TaskStoreError
 from app.taskpool import rules
-from app.taskpool.base import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS, STATUSES, Stage, Status, TaskRecord
+from app.taskpool.base import (
+    DEFAULT_LEASE_S,
+    DEFAULT_MAX_ATTEMPTS,
+    FINAL_STATUSES,
+    STATUSES,
+    Stage,
+    Status,
+    TaskRecord,
+)
 from app.taskpool.urls import is_mongo_url
 
 log = logging.getLogger(__name__)
@@ -193,7 +201,7 @@ class MongoTaskPool:
             status=status,
             error=error,
         )
-        if status in ("done", "failed"):
+        if status in FINAL_STATUSES:
             sets["finished_at"] = now
         sets.update(status=status, error=error, token=None, lease_expires=None, updated_at=now)
         found: Document | None = coll.find_one_and_update(
@@ -479,6 +487,31 @@ class MongoTaskPool:
         with self._guard("reset tasks") as coll:
             docs = builtins.list(coll.find(query).sort(_LIST_ORDER))  # read all first, then change
             return sum(self._back_to_start(coll, doc) for doc in docs)
+
+    def cancel(self, task_ids: Sequence[str]) -> int:
+        """These tasks → cancelled unless they ended already; a running attempt ends (its token dropped).
+
+        Raises:
+            TaskNotFoundError: an id is not in the store (nothing changes).
+        """
+        ids = list(dict.fromkeys(task_ids))
+        with self._guard("cancel tasks") as coll:
+            docs = builtins.list(coll.find({"_id": {"$in": ids}}))
+            missing = sorted(set(ids) - {doc["_id"] for doc in docs})
+            if missing:
+                raise TaskNotFoundError(f"cannot cancel: no task {', '.join(map(repr, missing))} in {self.where}")
+            changed = 0
+            for doc in docs:
+                if doc["status"] in FINAL_STATUSES:
+                    continue
+                if doc["status"] == "running":
+                    changed += self._end_attempt(coll, doc, "cancelled", "cancelled", rules.CANCELLED_ERROR) is not None
+                    continue
+                now = self._now()
+                sets = {"status": "cancelled", "error": rules.CANCELLED_ERROR, "finished_at": now, "updated_at": now,
+                        "token": None, "lease_expires": None}  # fmt: skip
+                changed += coll.update_one({"_id": doc["_id"], "status": doc["status"]}, {"$set": sets}).matched_count
+            return changed
 
     def requeue(self, task_ids: Sequence[str]) -> int:
         """These tasks (any status but running under a live lease) → waiting/part_done as in :meth:`reset`.

@@ -19,7 +19,8 @@ from app.core.errors import ConfigError, TaskPoolError
 from app.taskpool.base import STATUSES, Stage, Status
 
 Clock = Callable[[], float]  # seconds since the epoch, like time.time
-AttemptEnd = Literal["done", "part_done", "error", "lease_expired", "reset"]
+AttemptEnd = Literal["done", "part_done", "error", "lease_expired", "reset", "cancelled"]
+CANCELLED_ERROR = "cancelled (qtrain pool cancel)"
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 STAGES: tuple[Stage, ...] = ("train", "end")

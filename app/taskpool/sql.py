@@ -20,7 +20,15 @@ from typing import Any, Protocol
 
 from app.core.errors import TaskNotFoundError
 from app.taskpool import rules
-from app.taskpool.base import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS, STATUSES, Stage, Status, TaskRecord
+from app.taskpool.base import (
+    DEFAULT_LEASE_S,
+    DEFAULT_MAX_ATTEMPTS,
+    FINAL_STATUSES,
+    STATUSES,
+    Stage,
+    Status,
+    TaskRecord,
+)
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +145,7 @@ class SQLTaskPool:
             status=status,
             error=error,
         )
-        if status in ("done", "failed"):
+        if status in FINAL_STATUSES:
             sets["finished_at"] = now
         sets.update(status=status, error=error, history=json.dumps([*json.loads(row["history"]), entry]))
         columns = "".join(f", {name} = :{name}" for name in sets)
@@ -400,6 +408,34 @@ class SQLTaskPool:
                 f"SELECT * FROM tasks WHERE pool = ? AND status IN ({marks}){self._lock}", [pool, *wanted]
             )
             return self._back_to_start(conn, rows.fetchall())
+
+    def cancel(self, task_ids: Sequence[str]) -> int:
+        """These tasks → cancelled unless they ended already; a running attempt ends (its token dropped).
+
+        Raises:
+            TaskNotFoundError: an id is not in the store (nothing changes).
+        """
+        ids = list(dict.fromkeys(task_ids))
+        if not ids:
+            return 0
+        with self._db.write() as conn:
+            marks = ", ".join("?" * len(ids))
+            rows = conn.execute(f"SELECT * FROM tasks WHERE id IN ({marks}){self._lock}", ids).fetchall()
+            missing = sorted(set(ids) - {row["id"] for row in rows})
+            if missing:
+                raise TaskNotFoundError(f"cannot cancel: no task {', '.join(map(repr, missing))} in {self.where}")
+            live = [row for row in rows if row["status"] not in FINAL_STATUSES]
+            now = self._clock()
+            for row in live:
+                if row["status"] == "running":
+                    self._end_attempt(conn, row, "cancelled", "cancelled", rules.CANCELLED_ERROR)
+                    continue
+                conn.execute(
+                    f"UPDATE tasks SET status = 'cancelled', error = ?, finished_at = ?, updated_at = ?, {_OFF_LEASE}"
+                    " WHERE id = ?",
+                    (rules.CANCELLED_ERROR, now, now, row["id"]),
+                )
+            return len(live)
 
     def requeue(self, task_ids: Sequence[str]) -> int:
         """These tasks (any status but running under a live lease) → waiting/part_done as in :meth:`reset`.

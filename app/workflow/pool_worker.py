@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from app.core.interrupt import TaskStopped, stop_when
 from app.dataset.cache import FeatureCache
 from app.taskpool.base import DEFAULT_LEASE_S, Stage, TaskPool, TaskRecord
 from app.tracking.manager import ExpManager
@@ -53,6 +54,7 @@ class PoolWorker:
     lease_s: float = DEFAULT_LEASE_S
     redispatch: Callable[[TaskRecord], object] | None = None  # a message for a failed attempt's retry
     draw_plots_later: bool = False  # figures drawn after the task's result is recorded (a warm worker)
+    _attempt_runs: dict[str, str] = field(default_factory=dict, repr=False)  # attempt token -> its MLflow run
 
     def run(self, pool_name: str, task_id: str | None = None, *, stage: Stage = "train") -> AttemptOutcome:
         """Claim ``task_id`` (or the pool's next task) and run it to an outcome recorded in the pool.
@@ -69,9 +71,14 @@ class PoolWorker:
         lost = threading.Event()
         with _Heartbeat(self.pool, task, self.lease_s, lost):
             try:
-                outcome = self._execute(task)
+                with stop_when(lost):  # training stops at its next round or epoch once the heartbeat is refused
+                    outcome = self._execute(task)
+            except TaskStopped:
+                return self._stopped(task)
             except Exception as exc:  # the task's own failure: recorded, retried by the pool
                 return self._failed(task, f"{type(exc).__name__}: {exc}")
+            finally:
+                self._attempt_runs.pop(task.token or "", None)
         if lost.is_set() or not self._record(task, outcome):
             # another attempt owns the task now: this attempt's run must not count as the task's result
             if outcome.run_id:
@@ -92,15 +99,29 @@ class PoolWorker:
             return AttemptOutcome("begun", task.id, "part_done", run_id)
         trained = task_train(
             spec, self._build(spec), self.manager, experiment_name=task.experiment, cache=self.cache,
-            on_run=lambda run_id: self.pool.set_run(task.id, token, run_id), draw_plots_later=self.draw_plots_later,
+            on_run=lambda run_id: self._started_run(task, run_id), draw_plots_later=self.draw_plots_later,
         )  # fmt: skip
         return AttemptOutcome("trained", task.id, "done", trained.run_id, metrics=trained.metrics)
+
+    def _started_run(self, task: TaskRecord, run_id: str) -> None:
+        self._attempt_runs[task.token or ""] = run_id  # this attempt's run, whatever the pool says later
+        self.pool.set_run(task.id, task.token or "", run_id)
 
     def _record(self, task: TaskRecord, outcome: AttemptOutcome) -> bool:
         token = task.token or ""
         if outcome.action == "begun":
             return self.pool.part_done(task.id, token, outcome.run_id or "")
         return self.pool.finish(task.id, token, {"run_id": outcome.run_id, "metrics": outcome.metrics or {}})
+
+    def _stopped(self, task: TaskRecord) -> AttemptOutcome:
+        """The attempt was stopped mid-training (cancelled, or superseded): its run ends KILLED, the pool keeps what
+        the canceller or the new attempt wrote."""
+        run_id = self._attempt_runs.pop(task.token or "", None)
+        if run_id:
+            self._end_run(run_id, KILLED)
+        status = self.pool.get(task.id).status
+        log.warning("task %s: stopped while training (now %s); its run %s ended KILLED", task.id, status, run_id)
+        return AttemptOutcome("stopped", task.id, status, run_id)
 
     def _failed(self, task: TaskRecord, error: str) -> AttemptOutcome:
         return _fail_attempt(self.pool, task, error, self.redispatch)

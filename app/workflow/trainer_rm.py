@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from app.core.errors import InfrastructureError, QtrainError, TaskStoreError
 from app.core.progress import ProgressBar
 from app.dataset.cache import FeatureCache
-from app.taskpool.base import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS, TaskPool, TaskRecord
+from app.taskpool.base import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS, FINAL_STATUSES, TaskPool, TaskRecord
 from app.tracking.manager import ExpManager
 from app.workflow.pool_worker import PoolWorker
 from app.workflow.spec import TaskSpec
@@ -226,7 +226,7 @@ class TrainerRM(TrainerR):
             PoolWaitTimeout: ``timeout_s`` passed first.
             QtrainError: a task failed and ``fail_fast``.
         """
-        final = {"done", "failed", *until}
+        final = {*FINAL_STATUSES, *until}
         started = time.monotonic()
         runner = self._runner()
         outage = _Outage(self.poll_s)
@@ -369,6 +369,6 @@ class _Outage:
 def _result(task: TaskRecord) -> TaskResult:
     if task.status == "done" and task.result:
         return TaskResult(str(task.result.get("run_id") or ""), dict(task.result.get("metrics") or {}))
-    if task.status == "failed":
-        return TaskResult(task.run_id or "", error=task.error or "failed")
+    if task.status in ("failed", "cancelled"):
+        return TaskResult(task.run_id or "", error=task.error or task.status)
     return TaskResult(task.run_id or "")

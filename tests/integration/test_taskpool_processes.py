@@ -99,7 +99,14 @@ def test_every_task_is_claimed_exactly_once_across_processes(store: Store) -> No
     claimed = [task_id for _, got, _ in outcomes for task_id in got]
     assert len(claimed) == TASKS and set(claimed) == ids  # none twice, none missed
     assert sum(1 for _, got, _ in outcomes if got) >= 2  # the work really was shared
-    assert pool.stats("sweep") == {"waiting": 0, "running": 0, "part_done": 0, "done": TASKS, "failed": 0}
+    assert pool.stats("sweep") == {
+        "waiting": 0,
+        "running": 0,
+        "part_done": 0,
+        "done": TASKS,
+        "failed": 0,
+        "cancelled": 0,
+    }
     for task in pool.list("sweep"):
         assert task.attempts == 1 and len(task.history) == 1 and task.result is not None
         assert task.result["run_id"] == f"run-{task.id}" == task.run_id

@@ -91,6 +91,28 @@ def test_the_time_limits_are_stored_with_the_task_not_in_its_spec(pool: TaskPool
     assert pool.find(POOL, "h3") is None
 
 
+def test_cancel_ends_waiting_and_running_tasks_and_requeue_brings_them_back(pool: TaskPool) -> None:
+    waiting, _ = pool.submit(POOL, {"a": 1}, "h1")
+    running, _ = pool.submit(POOL, {"a": 2}, "h2")
+    done, _ = pool.submit(POOL, {"a": 3}, "h3")
+    claimed = pool.claim(POOL, "w1", task_id=running.id)
+    finished = pool.claim(POOL, "w1", task_id=done.id)
+    assert claimed and finished and pool.finish(done.id, finished.token or "", {"run_id": "r"})
+    assert pool.cancel([waiting.id, running.id, done.id]) == 2  # a done task stays done
+    assert [pool.get(t.id).status for t in (waiting, running, done)] == ["cancelled", "cancelled", "done"]
+    assert not pool.heartbeat(running.id, claimed.token or "")  # the running attempt is told to stop
+    assert not pool.finish(running.id, claimed.token or "", {"run_id": "late"})  # and cannot finish
+    gone = pool.get(running.id)
+    assert gone.error == "cancelled (qtrain pool cancel)" and gone.finished_at is not None and gone.token is None
+    assert gone.history[-1]["outcome"] == "cancelled" and gone.history[-1]["status"] == "cancelled"
+    assert pool.claim(POOL, "w2") is None  # cancelled tasks are never claimed
+    assert pool.stats(POOL)["cancelled"] == 2 and pool.cancel([waiting.id]) == 0
+    with pytest.raises(TaskNotFoundError):
+        pool.cancel([waiting.id, "nope"])
+    assert pool.requeue([waiting.id, running.id]) == 2
+    assert [pool.get(t.id).status for t in (waiting, running)] == ["waiting", "waiting"]
+
+
 def test_get_unknown_task_raises_a_named_key_error(pool: TaskPool) -> None:
     with pytest.raises(TaskNotFoundError, match="'nope'") as info:
         pool.get("nope")
@@ -424,7 +446,7 @@ def test_list_stats_and_pools(pool: TaskPool) -> None:
     assert [t.id for t in pool.list(POOL)] == [t.id for t in tasks]  # oldest first
     assert [t.spec["model"] for t in pool.list(POOL, ["waiting"])] == ["t0", "t1"]
     assert [t.spec["model"] for t in pool.list(POOL, ("done", "running"))] == ["t2", "t3"]
-    assert pool.stats(POOL) == {"waiting": 2, "running": 1, "part_done": 0, "done": 1, "failed": 0}
+    assert pool.stats(POOL) == {"waiting": 2, "running": 1, "part_done": 0, "done": 1, "failed": 0, "cancelled": 0}
     assert list(pool.stats(POOL)) == list(STATUSES)
     assert pool.pools() == ["b_pool", POOL]
 
