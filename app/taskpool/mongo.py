@@ -488,18 +488,27 @@ class MongoTaskPool:
             docs = builtins.list(coll.find(query).sort(_LIST_ORDER))  # read all first, then change
             return sum(self._back_to_start(coll, doc) for doc in docs)
 
+    def _docs_of(self, coll: Collection[Document], task_ids: Sequence[str], doing: str) -> builtins.list[Document]:
+        """The documents of ``task_ids``.
+
+        Raises:
+            TaskNotFoundError: an id is not in the store.
+        """
+        ids = list(dict.fromkeys(task_ids))
+        docs = builtins.list(coll.find({"_id": {"$in": ids}}))
+        missing = sorted(set(ids) - {doc["_id"] for doc in docs})
+        if missing:
+            raise TaskNotFoundError(f"cannot {doing}: no task {', '.join(map(repr, missing))} in {self.where}")
+        return docs
+
     def cancel(self, task_ids: Sequence[str]) -> int:
         """These tasks → cancelled unless they ended already; a running attempt ends (its token dropped).
 
         Raises:
             TaskNotFoundError: an id is not in the store (nothing changes).
         """
-        ids = list(dict.fromkeys(task_ids))
         with self._guard("cancel tasks") as coll:
-            docs = builtins.list(coll.find({"_id": {"$in": ids}}))
-            missing = sorted(set(ids) - {doc["_id"] for doc in docs})
-            if missing:
-                raise TaskNotFoundError(f"cannot cancel: no task {', '.join(map(repr, missing))} in {self.where}")
+            docs = self._docs_of(coll, task_ids, "cancel")
             changed = 0
             for doc in docs:
                 if doc["status"] in FINAL_STATUSES:
@@ -519,12 +528,8 @@ class MongoTaskPool:
         Raises:
             TaskNotFoundError: an id is not in the store (nothing changes).
         """
-        ids = list(dict.fromkeys(task_ids))
         with self._guard("requeue tasks") as coll:
-            docs = builtins.list(coll.find({"_id": {"$in": ids}}))
-            missing = sorted(set(ids) - {doc["_id"] for doc in docs})
-            if missing:
-                raise TaskNotFoundError(f"cannot requeue: no task {', '.join(map(repr, missing))} in {self.where}")
+            docs = self._docs_of(coll, task_ids, "requeue")
             now = self._now()
             return sum(self._back_to_start(coll, doc) for doc in docs if not _live(doc, now))
 

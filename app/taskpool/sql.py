@@ -409,6 +409,21 @@ class SQLTaskPool:
             )
             return self._back_to_start(conn, rows.fetchall())
 
+    def _rows_of(self, conn: Any, ids: Sequence[str], doing: str) -> builtins.list[Any]:
+        """The rows of ``ids``, locked for this transaction.
+
+        Raises:
+            TaskNotFoundError: an id is not in the store.
+        """
+        marks = ", ".join("?" * len(ids))
+        rows: builtins.list[Any] = conn.execute(
+            f"SELECT * FROM tasks WHERE id IN ({marks}){self._lock}", ids
+        ).fetchall()
+        missing = sorted(set(ids) - {row["id"] for row in rows})
+        if missing:
+            raise TaskNotFoundError(f"cannot {doing}: no task {', '.join(map(repr, missing))} in {self.where}")
+        return rows
+
     def cancel(self, task_ids: Sequence[str]) -> int:
         """These tasks → cancelled unless they ended already; a running attempt ends (its token dropped).
 
@@ -419,11 +434,7 @@ class SQLTaskPool:
         if not ids:
             return 0
         with self._db.write() as conn:
-            marks = ", ".join("?" * len(ids))
-            rows = conn.execute(f"SELECT * FROM tasks WHERE id IN ({marks}){self._lock}", ids).fetchall()
-            missing = sorted(set(ids) - {row["id"] for row in rows})
-            if missing:
-                raise TaskNotFoundError(f"cannot cancel: no task {', '.join(map(repr, missing))} in {self.where}")
+            rows = self._rows_of(conn, ids, "cancel")
             live = [row for row in rows if row["status"] not in FINAL_STATUSES]
             now = self._clock()
             for row in live:
@@ -447,11 +458,7 @@ class SQLTaskPool:
         if not ids:
             return 0
         with self._db.write() as conn:
-            marks = ", ".join("?" * len(ids))
-            rows = conn.execute(f"SELECT * FROM tasks WHERE id IN ({marks}){self._lock}", ids).fetchall()
-            missing = sorted(set(ids) - {row["id"] for row in rows})
-            if missing:
-                raise TaskNotFoundError(f"cannot requeue: no task {', '.join(map(repr, missing))} in {self.where}")
+            rows = self._rows_of(conn, ids, "requeue")
             now = self._clock()
             movable = [r for r in rows if not (r["status"] == "running" and (r["lease_expires"] or 0) >= now)]
             return self._back_to_start(conn, movable)
