@@ -15,13 +15,13 @@ from typing import Any
 
 from app.core.errors import ConfigError
 from app.core.settings import Settings
-from app.taskpool.base import STATUSES
+from app.taskpool.base import FINAL_STATUSES, STATUSES
 
 
 def add_pool_commands(commands: Any) -> None:
     """Register ``qtrain pool ...`` on the top-level subparsers."""
     pool = commands.add_parser(
-        "pool", help="the task pool: status, list, cancel, reset, requeue, purge, reconcile, work"
+        "pool", help="the task pool: status, list, watch, cancel, reset, requeue, purge, reconcile, work"
     )
     sub = pool.add_subparsers(title="pool commands", metavar="COMMAND")
 
@@ -38,6 +38,12 @@ def add_pool_commands(commands: Any) -> None:
     reset.add_argument("pool")
     reset.add_argument("--status", action="append", choices=STATUSES, help="default: running and failed")
     reset.set_defaults(func=_reset)
+
+    watch = sub.add_parser("watch", help="a live table of a pool's tasks with each running one's progress")
+    watch.add_argument("pool")
+    watch.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes (default 2)")
+    watch.add_argument("--once", action="store_true", help="print the table once and exit")
+    watch.set_defaults(func=_watch)
 
     cancel = sub.add_parser(
         "cancel", help="cancel tasks: waiting ones are never run, running ones stop at their next round or epoch"
@@ -110,16 +116,64 @@ def _status(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _list(args: argparse.Namespace, settings: Settings) -> None:
-    tasks = _open(settings).list(args.pool, args.status)
+    _print_table(*_task_table(_open(settings), args.pool, args.status))
+
+
+def _task_table(store: Any, pool: str, statuses: list[str] | None) -> tuple[str, list[str], list[list[str]]]:
+    tasks = store.list(pool, statuses)
     rows = [
         [
             t.id, t.status, t.queue, str(t.priority), f"{t.attempts}/{t.max_attempts}", t.worker or "",
-            t.run_id or "", _ago(t.updated_at), (t.error or "")[:60],
+            t.run_id or "", _ago(t.updated_at), progress_text(t.progress) if t.status == "running" else "",
+            (t.error or "")[:60],
         ]
         for t in tasks
     ]  # fmt: skip
-    columns = ["task", "status", "queue", "prio", "attempts", "worker", "run", "updated", "error"]
-    _print_table(f"pool {args.pool}: {len(tasks)} tasks", columns, rows)
+    columns = ["task", "status", "queue", "prio", "attempts", "worker", "run", "updated", "progress", "error"]
+    return f"pool {pool}: {len(tasks)} tasks", columns, rows
+
+
+def progress_text(progress: dict[str, Any]) -> str:
+    """A running attempt's last report in one cell: ``fit LightGBMModel 120/1000 rounds train l2 0.98``."""
+    if not progress:
+        return ""
+    parts = [str(progress.get("stage") or ""), str(progress.get("step") or "")]
+    if progress.get("total"):
+        parts.append(f"{progress.get('done', 0)}/{progress['total']} {progress.get('unit') or ''}".strip())
+    parts.append(str(progress.get("note") or ""))
+    return " ".join(p for p in parts if p)
+
+
+def _watch(args: argparse.Namespace, settings: Settings) -> None:
+    import time
+
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+
+    store = _open(settings)
+
+    def render() -> Table:
+        title, columns, rows = _task_table(store, args.pool, None)
+        table = Table(title=f"{title} (every {args.interval:g} s; Ctrl-C to stop)")
+        for column in columns:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*row)
+        return table
+
+    if args.once:
+        Console(width=200).print(render())
+        return
+    try:
+        with Live(render(), console=Console(width=200), auto_refresh=False) as live:
+            while True:
+                time.sleep(args.interval)
+                live.update(render(), refresh=True)
+                if all(s in FINAL_STATUSES for s in (t.status for t in store.list(args.pool))):
+                    return
+    except KeyboardInterrupt:
+        return
 
 
 def _reset(args: argparse.Namespace, settings: Settings) -> None:

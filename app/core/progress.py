@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 
 from rich.console import Console
 from rich.errors import LiveError
@@ -30,6 +33,29 @@ from rich.progress import (
 )
 
 log = logging.getLogger(__name__)
+
+_REPORT: ContextVar[Callable[[Mapping[str, Any]], None] | None] = ContextVar("qtrain_report", default=None)
+
+
+@contextmanager
+def report_to(callback: Callable[[Mapping[str, Any]], None]) -> Iterator[None]:
+    """Work run inside this block tells ``callback`` how far it is (:func:`report`): a pool worker passes it on
+    with its heartbeat, so ``qtrain pool list`` and Flower show a running task's stage, round or epoch and loss."""
+    token = _REPORT.set(callback)
+    try:
+        yield
+    finally:
+        _REPORT.reset(token)
+
+
+def report(**fields: Any) -> None:
+    """Tell the enclosing :func:`report_to` (if any) the latest progress fields; never raises."""
+    callback = _REPORT.get()
+    if callback is not None:
+        try:
+            callback(fields)
+        except Exception as exc:  # following a task must never stop it
+            log.warning("progress report failed: %s", exc)
 
 
 @functools.cache
@@ -103,6 +129,7 @@ class ProgressBar:
         """Set the steps done and/or the note; a no-op when the bar is not drawn."""
         if completed is not None:
             self.completed = completed
+        report(step=self.description, done=self.completed, total=self.total, unit=self.unit, note=note or "")
         if self._progress is None or self._task is None:
             return
         try:

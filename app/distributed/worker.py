@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from app.config.compose import build_components
 from app.core.credentials import mask_url
@@ -105,7 +105,13 @@ def _ready_worker(hostname: str) -> PoolWorker | str:
         return _UNREADY[hostname]
 
 
-def run_task(hostname: str, pool_name: str, task_id: str, stage: Stage) -> AttemptOutcome:
+def run_task(
+    hostname: str,
+    pool_name: str,
+    task_id: str,
+    stage: Stage,
+    on_progress: Callable[[dict[str, Any]], object] | None = None,
+) -> AttemptOutcome:
     """Run the delivered pool task ``task_id`` in this process, or fail its attempt when the process cannot.
 
     Raises:
@@ -115,7 +121,7 @@ def run_task(hostname: str, pool_name: str, task_id: str, stage: Stage) -> Attem
     pool = get_runtime().pool  # if this fails, nothing can be recorded: the error goes to Celery
     worker = _ready_worker(hostname)
     if isinstance(worker, PoolWorker):
-        return worker.run(pool_name, task_id, stage=stage)
+        return worker.run(pool_name, task_id, stage=stage, on_progress=on_progress)
     try:
         redispatch: Callable[[TaskRecord], object] | None = _redispatcher(pool)
     except Exception:  # without a broker the retry waits for a reconciler to send its message

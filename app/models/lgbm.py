@@ -203,9 +203,8 @@ def _progress(owner: str, bar: ProgressBar) -> Callable[[lgb.callback.CallbackEn
     def callback(env: lgb.callback.CallbackEnv) -> None:
         check_stop()  # a cancelled task stops at its next round
         results = env.evaluation_result_list or []
-        if bar.active:
-            note = " ".join(f"{data} {name} {value:.4g}" for data, name, value, *_ in results)
-            bar.update(completed=env.iteration - env.begin_iteration + 1, note=note)
+        note = " ".join(f"{data} {name} {value:.4g}" for data, name, value, *_ in results)
+        bar.update(completed=env.iteration - env.begin_iteration + 1, note=note)
         if (env.iteration + 1) % LOG_PERIOD == 0:
             scores = "  ".join(f"{data}'s {name}: {value:.6g}" for data, name, value, *_ in results)
             log.info("%s [%d] %s", owner, env.iteration + 1, scores)

@@ -52,6 +52,7 @@ class TaskRecord:
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     delayed: bool = False  # DelayTrainerRM: train = begin (→ part_done), then an "end" stage fits
     limits: dict[str, float] = field(default_factory=dict)  # Celery time limits of its messages (rules.LIMIT_KEYS)
+    progress: dict[str, Any] = field(default_factory=dict)  # the running attempt's last report (stage, done/total)
     stage: Stage = "train"
     worker: str | None = None
     token: str | None = None
@@ -105,8 +106,11 @@ class TaskPool(Protocol):
         ``attempts`` + 1, ``worker``, ``lease_expires`` = now + lease_s. None when nothing matches."""
         ...
 
-    def heartbeat(self, task_id: str, token: str, *, lease_s: float = DEFAULT_LEASE_S) -> bool:
-        """Extend the lease; False when the task is no longer running under ``token``."""
+    def heartbeat(
+        self, task_id: str, token: str, *, lease_s: float = DEFAULT_LEASE_S, progress: Mapping[str, Any] | None = None
+    ) -> bool:
+        """Extend the lease (and store ``progress``, JSON); False when the task is no longer running under ``token``.
+        A claim clears the progress of the attempt before."""
         ...
 
     def set_run(self, task_id: str, token: str, run_id: str) -> bool:

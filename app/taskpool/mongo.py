@@ -160,6 +160,7 @@ class MongoTaskPool:
             max_attempts=doc["max_attempts"],
             delayed=doc["delayed"],
             limits=dict(doc.get("limits") or {}),
+            progress=dict(doc.get("progress") or {}),
             stage=doc["stage"],
             worker=doc.get("worker"),
             token=doc.get("token"),
@@ -337,6 +338,7 @@ class MongoTaskPool:
                 "started_at": now,
                 "updated_at": now,
                 "finished_at": None,
+                "progress": {},
             },
             "$inc": {"attempts": 1},
         }
@@ -349,15 +351,20 @@ class MongoTaskPool:
             res = coll.update_one({"_id": task_id, "status": "running", "token": token}, {"$set": sets})
         return res.matched_count == 1
 
-    def heartbeat(self, task_id: str, token: str, *, lease_s: float = DEFAULT_LEASE_S) -> bool:
-        """Extend the lease to now + ``lease_s``; False when the task is no longer running under ``token``.
+    def heartbeat(
+        self, task_id: str, token: str, *, lease_s: float = DEFAULT_LEASE_S, progress: Mapping[str, Any] | None = None
+    ) -> bool:
+        """Extend the lease to now + ``lease_s`` (and store ``progress``); False when the task is no longer running
+        under ``token``.
 
         Raises:
-            ConfigError: ``lease_s`` is not a positive number.
+            ConfigError: ``lease_s`` is not a positive number, or ``progress`` is not JSON.
         """
         lease = rules.check_lease(lease_s)
         now = self._now()
-        sets = {"lease_expires": datetime.fromtimestamp(now.timestamp() + lease, UTC), "updated_at": now}
+        sets: Document = {"lease_expires": datetime.fromtimestamp(now.timestamp() + lease, UTC), "updated_at": now}
+        if progress is not None:
+            sets["progress"] = rules.progress_document(progress, task_id)
         return self._update_running(task_id, token, sets, "extend a lease")
 
     def set_run(self, task_id: str, token: str, run_id: str) -> bool:

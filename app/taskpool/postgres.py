@@ -50,8 +50,10 @@ CREATE TABLE IF NOT EXISTS tasks (
     started_at DOUBLE PRECISION,
     finished_at DOUBLE PRECISION,
     history TEXT NOT NULL DEFAULT '[]',
-    limits TEXT NOT NULL DEFAULT '{}'
+    limits TEXT NOT NULL DEFAULT '{}',
+    progress TEXT NOT NULL DEFAULT '{}'
 );
+ALTER TABLE tasks ADD COLUMN IF NOT EXISTS progress TEXT NOT NULL DEFAULT '{}';
 CREATE UNIQUE INDEX IF NOT EXISTS tasks_pool_hash ON tasks (pool, hash);
 CREATE INDEX IF NOT EXISTS tasks_claim ON tasks (pool, status, priority DESC, created_ns);
 CREATE INDEX IF NOT EXISTS tasks_lease ON tasks (status, lease_expires);

@@ -22,6 +22,16 @@ Clock = Callable[[], float]  # seconds since the epoch, like time.time
 AttemptEnd = Literal["done", "part_done", "error", "lease_expired", "reset", "cancelled"]
 CANCELLED_ERROR = "cancelled (qtrain pool cancel)"
 
+
+def progress_document(progress: Mapping[str, Any], task_id: str) -> dict[str, Any]:
+    """A heartbeat's progress report as the JSON document the stores keep.
+
+    Raises:
+        ConfigError: it is not JSON.
+    """
+    return json_document(progress, f"the progress of task {task_id!r}")
+
+
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 STAGES: tuple[Stage, ...] = ("train", "end")
 _E_NAME = "{what} {name!r} is not a valid name: use 1 to 100 of the characters A-Z a-z 0-9 _ . - (e.g. {example!r})"

@@ -96,6 +96,7 @@ class SQLTaskPool:
             max_attempts=row["max_attempts"],
             delayed=bool(row["delayed"]),
             limits=json.loads(row["limits"]),
+            progress=json.loads(row["progress"]),
             stage=row["stage"],
             worker=row["worker"],
             token=row["token"],
@@ -243,7 +244,7 @@ class SQLTaskPool:
             now = self._clock()
             conn.execute(
                 "UPDATE tasks SET status = 'running', stage = ?, worker = ?, token = ?, attempts = attempts + 1,"
-                " lease_expires = ?, started_at = ?, updated_at = ?, finished_at = NULL WHERE id = ?",
+                " lease_expires = ?, started_at = ?, updated_at = ?, finished_at = NULL, progress = '{}' WHERE id = ?",
                 (stage, worker, rules.new_token(), now + lease, now, now, row["id"]),
             )
             claimed = self._row(conn, row["id"])
@@ -254,15 +255,22 @@ class SQLTaskPool:
         sql = f"UPDATE tasks SET {sets} WHERE id = ? AND token = ? AND status = 'running'"
         return self._db.execute(sql, (*args, task_id, token)) == 1
 
-    def heartbeat(self, task_id: str, token: str, *, lease_s: float = DEFAULT_LEASE_S) -> bool:
-        """Extend the lease to now + ``lease_s``; False when the task is no longer running under ``token``.
+    def heartbeat(
+        self, task_id: str, token: str, *, lease_s: float = DEFAULT_LEASE_S, progress: Mapping[str, Any] | None = None
+    ) -> bool:
+        """Extend the lease to now + ``lease_s`` (and store ``progress``); False when the task is no longer running
+        under ``token``.
 
         Raises:
-            ConfigError: ``lease_s`` is not a positive number.
+            ConfigError: ``lease_s`` is not a positive number, or ``progress`` is not JSON.
         """
         lease = rules.check_lease(lease_s)
         now = self._clock()
-        return self._update_running(task_id, token, "lease_expires = ?, updated_at = ?", (now + lease, now))
+        if progress is None:
+            return self._update_running(task_id, token, "lease_expires = ?, updated_at = ?", (now + lease, now))
+        report = json.dumps(rules.progress_document(progress, task_id))
+        sets = "lease_expires = ?, updated_at = ?, progress = ?"
+        return self._update_running(task_id, token, sets, (now + lease, now, report))
 
     def set_run(self, task_id: str, token: str, run_id: str) -> bool:
         """Record the attempt's MLflow run id; False when the token is stale.

@@ -18,7 +18,7 @@ from app.taskpool.sqlite_file import SQLiteFile
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
     id TEXT PRIMARY KEY,
@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     started_at REAL,
     finished_at REAL,
     history TEXT NOT NULL DEFAULT '[]',
-    limits TEXT NOT NULL DEFAULT '{}'
+    limits TEXT NOT NULL DEFAULT '{}',
+    progress TEXT NOT NULL DEFAULT '{}'
 );
 CREATE UNIQUE INDEX IF NOT EXISTS tasks_pool_hash ON tasks (pool, hash);
 CREATE INDEX IF NOT EXISTS tasks_claim ON tasks (pool, status, priority DESC, created_ns);
@@ -54,7 +55,10 @@ CREATE INDEX IF NOT EXISTS tasks_lease ON tasks (status, lease_expires);
 CREATE INDEX IF NOT EXISTS tasks_pool_created ON tasks (pool, created_ns);
 """
 # schema version -> what brings an existing store up to it
-_MIGRATIONS = {2: "ALTER TABLE tasks ADD COLUMN limits TEXT NOT NULL DEFAULT '{}'"}
+_MIGRATIONS = {
+    2: "ALTER TABLE tasks ADD COLUMN limits TEXT NOT NULL DEFAULT '{}'",
+    3: "ALTER TABLE tasks ADD COLUMN progress TEXT NOT NULL DEFAULT '{}'",
+}
 
 
 class SQLiteTaskPool(SQLTaskPool):

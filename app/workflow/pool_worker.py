@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from app.core.interrupt import TaskStopped, stop_when
+from app.core.progress import report_to
 from app.dataset.cache import FeatureCache
 from app.taskpool.base import DEFAULT_LEASE_S, Stage, TaskPool, TaskRecord
 from app.tracking.manager import ExpManager
@@ -56,10 +57,19 @@ class PoolWorker:
     draw_plots_later: bool = False  # figures drawn after the task's result is recorded (a warm worker)
     _attempt_runs: dict[str, str] = field(default_factory=dict, repr=False)  # attempt token -> its MLflow run
 
-    def run(self, pool_name: str, task_id: str | None = None, *, stage: Stage = "train") -> AttemptOutcome:
+    def run(
+        self,
+        pool_name: str,
+        task_id: str | None = None,
+        *,
+        stage: Stage = "train",
+        on_progress: Callable[[dict[str, Any]], object] | None = None,
+    ) -> AttemptOutcome:
         """Claim ``task_id`` (or the pool's next task) and run it to an outcome recorded in the pool.
 
-        Never raises for a task's own failure: the pool keeps the error and the attempt count.
+        What the attempt reports of its progress (stage, round or epoch, loss) goes to the pool with each heartbeat,
+        and to ``on_progress`` too (e.g. the Celery task's state). Never raises for a task's own failure: the pool
+        keeps the error and the attempt count.
         """
         task = self.pool.claim(pool_name, self.worker, lease_s=self.lease_s, task_id=task_id, stage=stage)
         if task is None:
@@ -69,9 +79,11 @@ class PoolWorker:
         assert task.token is not None
         self._end_abandoned_run(task)
         lost = threading.Event()
-        with _Heartbeat(self.pool, task, self.lease_s, lost):
+        latest: dict[str, Any] = {}
+        with _Heartbeat(self.pool, task, self.lease_s, lost, latest, on_progress):
             try:
-                with stop_when(lost):  # training stops at its next round or epoch once the heartbeat is refused
+                # training stops at its next round or epoch once the heartbeat is refused
+                with stop_when(lost), report_to(latest.update):
                     outcome = self._execute(task)
             except TaskStopped:
                 return self._stopped(task)
@@ -193,8 +205,17 @@ def _fail_attempt(
 class _Heartbeat:
     """Extends the task's lease every lease_s / 3 seconds in a daemon thread; sets ``lost`` when refused."""
 
-    def __init__(self, pool: TaskPool, task: TaskRecord, lease_s: float, lost: threading.Event) -> None:
+    def __init__(
+        self,
+        pool: TaskPool,
+        task: TaskRecord,
+        lease_s: float,
+        lost: threading.Event,
+        progress: dict[str, Any] | None = None,
+        on_progress: Callable[[dict[str, Any]], object] | None = None,
+    ) -> None:
         self.pool, self.task, self.lease_s, self.lost = pool, task, lease_s, lost
+        self.progress, self.on_progress = progress if progress is not None else {}, on_progress
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._beat, name=f"heartbeat-{task.id}", daemon=True)
 
@@ -209,8 +230,15 @@ class _Heartbeat:
     def _beat(self) -> None:
         while not self.stop.wait(self.lease_s / 3):
             try:
-                if not self.pool.heartbeat(self.task.id, self.task.token or "", lease_s=self.lease_s):
+                report = dict(self.progress) or None  # the training thread's latest report, copied under the GIL
+                if not self.pool.heartbeat(self.task.id, self.task.token or "", lease_s=self.lease_s, progress=report):
                     self.lost.set()
                     return
             except Exception as exc:  # a flaky store: try again next beat; the lease covers two misses
                 log.warning("heartbeat of task %s failed: %s", self.task.id, exc)
+                continue
+            if report and self.on_progress is not None:
+                try:
+                    self.on_progress(report)
+                except Exception as exc:  # e.g. the result backend is down: the task goes on
+                    log.warning("progress of task %s not published: %s", self.task.id, exc)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Protocol
 
 from app.core.errors import ArtifactNotFoundError, ConfigError, RunStatusError
+from app.core.progress import report
 from app.data.store import QlibStore
 from app.dataset.cache import FeatureCache
 from app.dataset.handler import DatasetSpec
@@ -299,6 +300,7 @@ def _stage(recorder: Recorder, timings: dict[str, float], name: str) -> Iterator
     logged as soon as it ends, so a run that fails later still shows where its time went."""
     started = time.perf_counter()
     extra: dict[str, float] = {}
+    report(stage=name, step="", done=0, total=0, unit="", note="")
     yield extra
     timings[name] = time.perf_counter() - started
     recorder.log_metrics({f"time_{name}_s": timings[name], **extra})

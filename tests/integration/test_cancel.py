@@ -47,3 +47,38 @@ def test_cancel_stops_the_running_task_and_the_waiting_one_never_runs(
     wait_for(lambda: [s for _, s, _ in runs_of(cluster)] == ["KILLED"], 60, "the stopped run to end KILLED")
     assert time.monotonic() - cancelled_at < 60  # stopped at a round or epoch, not at the end of training
     assert "stopped while training" in cluster.worker_log("w1")
+
+
+def test_a_running_task_reports_its_progress_to_the_pool_and_to_celery(cluster_factory: Callable[..., Cluster]) -> None:
+    from pathlib import Path
+
+    from app.core.settings import load_settings
+    from app.distributed.celery_config import make_app
+
+    cluster = cluster_factory(0)  # lease 6 s: a heartbeat, with the latest report, every 2 s
+    cluster.start_worker("w1")
+    proc = cluster.qtrain(*sweep_args(*ENDLESS["lgbm"], "hydra.launcher.detach=true"))
+    assert finish(proc, timeout=120)[0] == 0
+    pool = cluster.pool
+
+    def boosting() -> dict[str, object]:
+        (task,) = pool.list("qtrain")
+        done = task.progress.get("done")
+        return task.progress if task.status == "running" and isinstance(done, int) and done > 0 else {}
+
+    wait_for(lambda: bool(boosting()), 180, "the running task to report boosting rounds")
+    report = boosting()
+    assert report["stage"] == "fit" and report["total"] == 1000000 and report["unit"] == "rounds"
+    assert "l2" in str(report["note"])  # the latest train/valid scores
+    (task,) = pool.list("qtrain")
+    celery = make_app(load_settings(cluster.env, Path(cluster.work)))
+    message = celery.AsyncResult(f"{task.id}.{task.dispatches}")
+    wait_for(lambda: message.state == "PROGRESS", 30, "the Celery task state PROGRESS")
+    assert message.info["stage"] == "fit" and message.info["done"] > 0  # what Flower's task page shows
+    watch = subprocess.run([str(cluster.bin / "qtrain"), "pool", "watch", "qtrain", "--once"], cwd=cluster.work,
+                           env=cluster.env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert watch.returncode == 0 and "/1000000 rounds" in watch.stdout, watch.stdout + watch.stderr
+    cancel = subprocess.run([str(cluster.bin / "qtrain"), "pool", "cancel", task.id], cwd=cluster.work,
+                            env=cluster.env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert cancel.returncode == 0, cancel.stderr
+    wait_for(lambda: [s for _, s, _ in runs_of(cluster)] == ["KILLED"], 60, "the run to end KILLED")

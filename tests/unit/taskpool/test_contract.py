@@ -113,6 +113,23 @@ def test_cancel_ends_waiting_and_running_tasks_and_requeue_brings_them_back(pool
     assert [pool.get(t.id).status for t in (waiting, running)] == ["waiting", "waiting"]
 
 
+def test_a_heartbeat_carries_the_attempts_progress_and_a_claim_clears_it(pool: TaskPool) -> None:
+    task, _ = pool.submit(POOL, {"a": 1}, "h1", max_attempts=2)
+    claimed = pool.claim(POOL, "w1", lease_s=0.05)
+    assert claimed is not None and claimed.progress == {}
+    report = {"stage": "fit", "step": "LightGBMModel", "done": 120, "total": 1000, "unit": "rounds", "note": "l2 0.9"}
+    assert pool.heartbeat(task.id, claimed.token or "", lease_s=0.05, progress=report)
+    assert pool.get(task.id).progress == report
+    assert pool.heartbeat(task.id, claimed.token or "", lease_s=0.05)  # a beat without a report keeps the last one
+    assert pool.get(task.id).progress == report
+    with pytest.raises(ConfigError):
+        pool.heartbeat(task.id, claimed.token or "", progress={"done": object()})
+    time.sleep(0.1)
+    pool.expire_leases(POOL)
+    again = pool.claim(POOL, "w2")
+    assert again is not None and again.progress == {}  # the new attempt starts with none
+
+
 def test_get_unknown_task_raises_a_named_key_error(pool: TaskPool) -> None:
     with pytest.raises(TaskNotFoundError, match="'nope'") as info:
         pool.get("nope")
