@@ -121,13 +121,3 @@ def get_runtime(settings: Settings | None = None) -> Runtime:
 @functools.cache
 def _runtime(settings: Settings) -> Runtime:
     return Runtime(settings)
-
-
-def tracking(settings: Settings, *, background: bool = False) -> ExpManager:
-    """``get_runtime(settings).tracking(background=...)``."""
-    return get_runtime(settings).tracking(background=background)
-
-
-def feature_cache(settings: Settings) -> FeatureCache:
-    """``get_runtime(settings).feature_cache``."""
-    return get_runtime(settings).feature_cache

@@ -93,8 +93,7 @@ def _broker() -> Any:
     return get_runtime().broker
 
 
-def _print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
-    from rich.console import Console
+def _table(title: str, columns: list[str], rows: list[list[str]]) -> Any:
     from rich.table import Table
 
     table = Table(title=title)
@@ -102,7 +101,13 @@ def _print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
         table.add_column(column)
     for row in rows:
         table.add_row(*row)
-    Console(width=200).print(table)
+    return table
+
+
+def _print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    from rich.console import Console
+
+    Console(width=200).print(_table(title, columns, rows))
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> None:
@@ -149,18 +154,12 @@ def _watch(args: argparse.Namespace, settings: Settings) -> None:
 
     from rich.console import Console
     from rich.live import Live
-    from rich.table import Table
 
     store = _open(settings)
 
-    def render() -> Table:
+    def render() -> Any:
         title, columns, rows = _task_table(store, args.pool, None)
-        table = Table(title=f"{title} (every {args.interval:g} s; Ctrl-C to stop)")
-        for column in columns:
-            table.add_column(column)
-        for row in rows:
-            table.add_row(*row)
-        return table
+        return _table(f"{title} (every {args.interval:g} s; Ctrl-C to stop)", columns, rows)
 
     if args.once:
         Console(width=200).print(render())

@@ -22,43 +22,10 @@ from app.core.credentials import mask_url
 from app.core.errors import TaskStoreError
 from app.taskpool import rules
 from app.taskpool.sql import SQLTaskPool
+from app.taskpool.sqlite import _SCHEMA as SQLITE_SCHEMA
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS tasks (
-    id TEXT PRIMARY KEY,
-    pool TEXT NOT NULL,
-    hash TEXT NOT NULL,
-    spec TEXT NOT NULL,
-    status TEXT NOT NULL,
-    queue TEXT NOT NULL,
-    experiment TEXT NOT NULL,
-    priority INTEGER NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    max_attempts INTEGER NOT NULL,
-    delayed INTEGER NOT NULL,
-    stage TEXT NOT NULL DEFAULT 'train',
-    worker TEXT,
-    token TEXT,
-    lease_expires DOUBLE PRECISION,
-    run_id TEXT,
-    result TEXT,
-    error TEXT,
-    dispatches INTEGER NOT NULL DEFAULT 0,
-    dispatched_at DOUBLE PRECISION,
-    created_ns BIGINT NOT NULL,
-    updated_at DOUBLE PRECISION NOT NULL,
-    started_at DOUBLE PRECISION,
-    finished_at DOUBLE PRECISION,
-    history TEXT NOT NULL DEFAULT '[]',
-    limits TEXT NOT NULL DEFAULT '{}',
-    progress TEXT NOT NULL DEFAULT '{}'
-);
-ALTER TABLE tasks ADD COLUMN IF NOT EXISTS progress TEXT NOT NULL DEFAULT '{}';
-CREATE UNIQUE INDEX IF NOT EXISTS tasks_pool_hash ON tasks (pool, hash);
-CREATE INDEX IF NOT EXISTS tasks_claim ON tasks (pool, status, priority DESC, created_ns);
-CREATE INDEX IF NOT EXISTS tasks_lease ON tasks (status, lease_expires);
-CREATE INDEX IF NOT EXISTS tasks_pool_created ON tasks (pool, created_ns)
-"""
+# the SQLite store's table in PostgreSQL's types (seconds as double precision, nanoseconds as bigint)
+SCHEMA = SQLITE_SCHEMA.replace(" REAL", " DOUBLE PRECISION").replace("created_ns INTEGER", "created_ns BIGINT")
 _SCHEMA_LOCK = 0x71747261696E  # pg_advisory_xact_lock key of the table's creation ("qtrain")
 _NAMED = re.compile(r"(?<![:\w]):([a-z_]+)\b")
 
@@ -108,8 +75,11 @@ class PostgresDatabase:
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
                     if self.schema:
                         conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
-                    for statement in SCHEMA.split(";"):
-                        conn.execute(statement)
+                    # DDL only for a new table: even a no-op CREATE INDEX IF NOT EXISTS locks a busy one
+                    found = conn.execute("SELECT to_regclass('tasks') AS t").fetchone()
+                    if found is None or found["t"] is None:
+                        for statement in filter(str.strip, SCHEMA.split(";")):
+                            conn.execute(statement)
                 self._created_in = os.getpid()
         self._local.conn, self._local.pid = conn, os.getpid()
         return conn
