@@ -90,7 +90,7 @@ def _pool_worker(store_url: str, hostname: str) -> Any:
     from app.workflow.pool_worker import AttemptOutcome, PoolWorker
 
     class NoTrainingWorker(PoolWorker):
-        def _execute(self, task: Any) -> AttemptOutcome:
+        def _execute(self, task: Any, started: Any) -> AttemptOutcome:
             return AttemptOutcome("trained", task.id, "done", run_id="", metrics={})
 
     return NoTrainingWorker(open_pool(store_url), None, lambda spec: None, worker=hostname)  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,6 @@ class PoolWorker:
     lease_s: float = DEFAULT_LEASE_S
     redispatch: Callable[[TaskRecord], object] | None = None  # a message for a failed attempt's retry
     draw_plots_later: bool = False  # figures drawn after the task's result is recorded (a warm worker)
-    _attempt_runs: dict[str, str] = field(default_factory=dict, repr=False)  # attempt token -> its MLflow run
 
     def run(
         self,
@@ -80,17 +79,16 @@ class PoolWorker:
         self._end_abandoned_run(task)
         lost = threading.Event()
         latest: dict[str, Any] = {}
+        runs: list[str] = []  # the MLflow run this attempt started, whatever the pool says of the task later
         with _Heartbeat(self.pool, task, self.lease_s, lost, latest, on_progress):
             try:
                 # training stops at its next round or epoch once the heartbeat is refused
                 with stop_when(lost), report_to(latest.update):
-                    outcome = self._execute(task)
+                    outcome = self._execute(task, runs.append)
             except TaskStopped:
-                return self._stopped(task)
+                return self._stopped(task, runs[-1] if runs else None)
             except Exception as exc:  # the task's own failure: recorded, retried by the pool
                 return self._failed(task, f"{type(exc).__name__}: {exc}")
-            finally:
-                self._attempt_runs.pop(task.token or "", None)
         if lost.is_set() or not self._record(task, outcome):
             # another attempt owns the task now: this attempt's run must not count as the task's result
             if outcome.run_id:
@@ -99,7 +97,7 @@ class PoolWorker:
             return replace(outcome, action="superseded", status=self.pool.get(task.id).status)
         return outcome
 
-    def _execute(self, task: TaskRecord) -> AttemptOutcome:
+    def _execute(self, task: TaskRecord, started: Callable[[str], object]) -> AttemptOutcome:
         token = task.token or ""
         if task.stage == "end":  # the spec is read back from the begun run
             ended = end_task_train(task.run_id or "", self.manager, self._build, cache=self.cache)
@@ -111,13 +109,10 @@ class PoolWorker:
             return AttemptOutcome("begun", task.id, "part_done", run_id)
         trained = task_train(
             spec, self._build(spec), self.manager, experiment_name=task.experiment, cache=self.cache,
-            on_run=lambda run_id: self._started_run(task, run_id), draw_plots_later=self.draw_plots_later,
+            on_run=lambda run_id: (started(run_id), self.pool.set_run(task.id, token, run_id)),
+            draw_plots_later=self.draw_plots_later,
         )  # fmt: skip
         return AttemptOutcome("trained", task.id, "done", trained.run_id, metrics=trained.metrics)
-
-    def _started_run(self, task: TaskRecord, run_id: str) -> None:
-        self._attempt_runs[task.token or ""] = run_id  # this attempt's run, whatever the pool says later
-        self.pool.set_run(task.id, task.token or "", run_id)
 
     def _record(self, task: TaskRecord, outcome: AttemptOutcome) -> bool:
         token = task.token or ""
@@ -125,10 +120,9 @@ class PoolWorker:
             return self.pool.part_done(task.id, token, outcome.run_id or "")
         return self.pool.finish(task.id, token, {"run_id": outcome.run_id, "metrics": outcome.metrics or {}})
 
-    def _stopped(self, task: TaskRecord) -> AttemptOutcome:
+    def _stopped(self, task: TaskRecord, run_id: str | None) -> AttemptOutcome:
         """The attempt was stopped mid-training (cancelled, or superseded): its run ends KILLED, the pool keeps what
         the canceller or the new attempt wrote."""
-        run_id = self._attempt_runs.pop(task.token or "", None)
         if run_id:
             self._end_run(run_id, KILLED)
         status = self.pool.get(task.id).status
