@@ -289,7 +289,7 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> None:
 def _report(args: argparse.Namespace, settings: Settings) -> None:
     from app.core.credentials import mask_url
     from app.runtime import get_runtime
-    from app.tracking.summary import run_table, summary_table
+    from app.tracking.summary import markdown, report_document, run_table, summary_table
 
     manager = get_runtime(settings).tracking()
     if args.experiment not in manager.list_experiments():
@@ -302,17 +302,16 @@ def _report(args: argparse.Namespace, settings: Settings) -> None:
     if args.format == "json":
         import json
 
-        doc = {"runs": rows.to_dict(orient="records"), "summary": summary.to_dict(orient="records")}
-        print(json.dumps(doc, indent=2, default=str))
+        print(json.dumps(report_document(rows, summary), indent=2, default=str))
     elif args.format == "csv":
         print(rows.to_csv(index=False), end="")
         print()
         print(summary.to_csv(index=False), end="")
     else:
         print(f"## {args.experiment}: {len(rows)} runs\n")
-        print(rows.to_markdown(index=False, floatfmt=".4f"))
+        print(markdown(rows))
         print("\n## mean ± std per configuration\n")
-        print(summary.to_markdown(index=False))
+        print(markdown(summary))
 
 
 def _register(args: argparse.Namespace, settings: Settings) -> None:
