@@ -208,13 +208,11 @@ def _report(
         print(f"run {run} (experiment {experiment}, task {task_hash[:12]}) FAILED: {outcome['error']}")
         return
     print(f"run {run} (experiment {experiment}, task {task_hash[:12]}) finished")
-    if quiet:
-        return
-    for title, key in KEY_METRICS:
+    for title, key in KEY_METRICS if not quiet else ():
         if key in outcome["metrics"]:
-            print(f"  {title:<20} {outcome['metrics'][key]: .4f}")
-    if tracking_uri.startswith(("http://", "https://")):  # a tracking server: its UI shows the run
+            print(f"  {title:<32} {outcome['metrics'][key]: .4f}")
+    if tracking_uri.startswith(("http://", "https://")):  # a tracking server: its UI shows the run (each job's)
         experiment_id = manager.client.get_run(run).info.experiment_id
         print(f"see it in the MLflow UI: {mask_url(tracking_uri).rstrip('/')}/#/experiments/{experiment_id}/runs/{run}")
-    else:
+    elif not quiet:
         print(f"open the MLflow UI on it: mlflow ui --backend-store-uri {mask_url(tracking_uri)}")

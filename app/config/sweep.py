@@ -49,6 +49,7 @@ class SweepSummary(Callback):
         text = summary_text(results)
         print(text)
         (sweep_dir / "summary.md").write_text(text + "\n")
+        print(f"\nsummary saved to {(sweep_dir / 'summary.md').absolute()}", flush=True)
         _state["failed"] = sum(1 for r in results if r.get("status") == "FAILED")
 
 

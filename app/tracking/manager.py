@@ -39,6 +39,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_EXPERIMENT = "qtrain"
+# MLflow 3's UI opens an experiment by its kind: without this tag on the GenAI overview, with the runs under
+# "Evaluations"; this is the value its own experiment-type selector stores for classic model training
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
 
 
 class ExpManager:
@@ -208,7 +212,9 @@ class ExpManager:
 
         location = experiment_artifact_location(self._artifact_root, experiment_name)
         try:
-            experiment_id = self._client.create_experiment(experiment_name, artifact_location=location)
+            experiment_id = self._client.create_experiment(
+                experiment_name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND}
+            )
         except MlflowException as exc:
             if error_code(exc) != "RESOURCE_ALREADY_EXISTS":
                 raise TrackingError(f"creating experiment {experiment_name!r} failed: {exc.message}") from exc
@@ -220,7 +226,8 @@ class ExpManager:
         self, *, experiment_name: str | None = None, experiment_id: str | None = None, create: bool = True
     ) -> Experiment:
         """The experiment with ``experiment_id`` or ``experiment_name`` (created by name when ``create``);
-        with neither, the active experiment.
+        with neither, the active experiment. With ``create``, an experiment without the MLflow experiment-kind tag
+        is tagged as model training (:data:`EXPERIMENT_KIND_TAG`), as a new one is.
 
         Raises:
             ExperimentNotFoundError: not found (and not created), or deleted.
@@ -243,6 +250,10 @@ class ExpManager:
                 f"restore it with `mlflow experiments restore --experiment-id {found.experiment_id}` "
                 "or use another name"
             )
+        # made by an older qtrain or another client; a lookup that may not create (qtrain report) writes nothing
+        if create and EXPERIMENT_KIND_TAG not in found.tags:
+            with mlflow_errors(f"tagging experiment {found.name!r} as model training"):
+                self._client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
         if self.active_experiment is not None and self.active_experiment.id == found.experiment_id:
             return self.active_experiment
         return Experiment(self._client, found.experiment_id, found.name, source_dir=self._source_dir)

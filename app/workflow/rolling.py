@@ -64,7 +64,10 @@ def evaluate_rolling(
     label = merge_predictions([_frame(rec.load_object("label")) for rec in recorders], run_ids)
     windows = [rec.list_tags().get("task_hash", "") for rec in recorders]
     task_hash = TaskSpec.from_mapping({"rolling": dict(rolling), "windows": windows}).hash
-    with manager.start(experiment_name=experiment_name, task_hash=task_hash) as recorder:
+    # named as its first window (model-handler-seed), then what it is: lgbm-alpha158-seed1-rolling-<hash>
+    window_name = (recorders[0].name or "").rpartition("-")[0]
+    name = "-".join(part for part in (window_name, "rolling", task_hash[:6]) if part)
+    with manager.start(experiment_name=experiment_name, recorder_name=name, task_hash=task_hash) as recorder:
         recorder.set_tags(rolling="merged", rolling_runs=",".join(run_ids), rolling_windows=str(len(run_ids)))
         recorder.log_params({f"rolling.{k}": str(v) for k, v in rolling.items()})
         recorder.save_objects(pred=pred, label=label)

@@ -71,3 +71,29 @@ class TaskSpec:
 
         walk("", self.body)
         return out
+
+    @property
+    def run_name(self) -> str:
+        """The MLflow run name: model, feature handler, seed and the hash's first 6 digits
+        (``lgbm-alpha158-seed1-3fa2c1``): short, the same for the same task, different for different tasks (the jobs
+        of a sweep over any key). A part the spec lacks is left out."""
+        parts = [_short_target(self.body.get("model")), _short_target(_handler_features(self.body))]
+        seed = self.body.get("seed")
+        if isinstance(seed, int | str) and not isinstance(seed, bool):
+            parts.append(f"seed{seed}")
+        return "-".join([*(p for p in parts if p), self.hash[:6]])
+
+
+def _handler_features(body: dict[str, JsonValue]) -> JsonValue:
+    dataset = body.get("dataset")
+    handler = dataset.get("handler") if isinstance(dataset, dict) else None
+    return handler.get("features") if isinstance(handler, dict) else None
+
+
+def _short_target(node: JsonValue) -> str:
+    """``app.models.lgbm.LightGBMModel`` → ``lgbm`` (its module), ``app.features.handlers.alpha158`` → ``alpha158``."""
+    target = node.get("_target_") if isinstance(node, dict) else None
+    if not isinstance(target, str) or not target:
+        return ""
+    module, _, name = target.rpartition(".")
+    return name if name[:1].islower() else module.rpartition(".")[2] or name

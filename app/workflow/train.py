@@ -94,7 +94,9 @@ def task_train(
     with contextlib.ExitStack() as stack:
 
         def open_run() -> Recorder:
-            recorder = stack.enter_context(manager.start(experiment_name=experiment_name, task_hash=spec.hash))
+            recorder = stack.enter_context(
+                manager.start(experiment_name=experiment_name, recorder_name=spec.run_name, task_hash=spec.hash)
+            )
             if on_run is not None:
                 on_run(recorder.id)
             _log_task(recorder, spec)
@@ -177,7 +179,9 @@ def begin_task_train(spec: TaskSpec, manager: ExpManager, *, experiment_name: st
     Raises:
         ConfigError, TrackingError: MLflow refused the params, tags or artifact (the run ends FAILED).
     """
-    with manager.start(experiment_name=experiment_name, task_hash=spec.hash, end_status=SCHEDULED) as recorder:
+    with manager.start(
+        experiment_name=experiment_name, recorder_name=spec.run_name, task_hash=spec.hash, end_status=SCHEDULED
+    ) as recorder:
         _log_task(recorder, spec)
         return recorder.id
 

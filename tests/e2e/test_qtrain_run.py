@@ -89,7 +89,9 @@ def test_sweep_builds_features_once_and_prints_the_summary(tmp_path: Path, marke
     assert sorted(runs["params.seed"]) == ["0", "1", "2", "3"]
     cached = list((tmp_path / ".qtrain" / "cache" / "features").rglob("*.arrow"))
     assert len(cached) == 3  # raw features, infer view, learn view: built by the first job only
-    assert len(list((tmp_path / ".qtrain" / "hydra" / "multirun").glob("*/summary.md"))) == 1
+    [saved] = (tmp_path / ".qtrain" / "hydra" / "multirun").glob("*/summary.md")
+    assert out.stdout.rstrip().endswith(f"summary saved to {saved}")
+    assert sorted(name.rsplit("-", 1)[0] for name in runs["run_name"]) == [f"lgbm-alpha158-seed{s}" for s in range(4)]
 
 
 def test_joblib_launcher_sweeps_in_parallel_processes(tmp_path: Path, market: Path) -> None:
@@ -112,6 +114,8 @@ def test_rolling_trains_windows_and_evaluates_the_merged_signal(tmp_path: Path, 
     windows = runs[runs["tags.rolling"] != "merged"]
     assert len(merged) == 1 and len(windows) == 3 and set(runs["status"]) == {"FINISHED"}
     assert set(merged["tags.rolling_runs"].iloc[0].split(",")) == set(windows["run_id"])
+    assert len(set(windows["run_name"])) == 3 and all(n.startswith("lgbm-alpha158-seed0-") for n in windows["run_name"])
+    assert merged["run_name"].iloc[0] == f"lgbm-alpha158-seed0-rolling-{merged['tags.task_hash'].iloc[0][:6]}"
     manager = ExpManager(f"sqlite:///{tmp_path / 'mlflow.db'}")
     preds = [manager.get_recorder(r).load_object("pred") for r in windows["run_id"]]
     merged_pred = manager.get_recorder(merged["run_id"].iloc[0]).load_object("pred")

@@ -71,6 +71,31 @@ def test_artifacts_go_through_the_tracking_server(
     assert not list(cluster.work.rglob("mlartifacts")) and not list(cluster.work.rglob("mlruns"))
 
 
+def test_a_local_sweep_on_a_server_prints_each_runs_ui_page_and_names_runs(
+    tracking_server: str, cluster_factory: Callable[..., Cluster]
+) -> None:
+    cluster = cluster_factory(0)
+    cluster.env["MLFLOW_TRACKING_URI"] = tracking_server
+    args = [arg for arg in sweep_args(seeds=(1, 2)) if arg != "hydra/launcher=celery"]
+    code, out, err = finish(cluster.qtrain(*args, "experiment_name=ui"), timeout=240)
+    assert code == 0, err[-3000:]
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_server)
+    experiment = client.get_experiment_by_name("ui")
+    assert experiment is not None and experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(run.info.run_name.rsplit("-", 1)[0] for run in runs) == ["lgbm-alpha158-seed1", "lgbm-alpha158-seed2"]
+    assert all(run.info.run_name.endswith(run.data.tags["task_hash"][:6]) for run in runs)
+    pages = [line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("see it in the MLflow UI: ")]
+    assert sorted(pages) == sorted(
+        f"{tracking_server}/#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}" for run in runs
+    )
+    with urllib.request.urlopen(pages[0], timeout=10) as page:  # the server's UI answers there
+        assert page.status == 200
+
+
 def test_a_tracking_server_leaves_the_artifact_root_to_it() -> None:
     server = load_settings({"MLFLOW_TRACKING_URI": "http://infra:5000"}, Path("/w"))
     assert server.artifact_root is None
