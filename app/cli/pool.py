@@ -128,13 +128,13 @@ def _task_table(store: Any, pool: str, statuses: list[str] | None) -> tuple[str,
     tasks = store.list(pool, statuses)
     rows = [
         [
-            t.id, t.status, t.queue, str(t.priority), f"{t.attempts}/{t.max_attempts}", t.worker or "",
+            t.id, t.label, t.status, t.queue, str(t.priority), f"{t.attempts}/{t.max_attempts}", t.worker or "",
             t.run_id or "", _ago(t.updated_at), progress_text(t.progress) if t.status == "running" else "",
             (t.error or "")[:60],
         ]
         for t in tasks
     ]  # fmt: skip
-    columns = ["task", "status", "queue", "prio", "attempts", "worker", "run", "updated", "progress", "error"]
+    columns = ["task", "job", "status", "queue", "prio", "attempts", "worker", "run", "updated", "progress", "error"]
     return f"pool {pool}: {len(tasks)} tasks", columns, rows
 
 

@@ -53,6 +53,7 @@ class TaskRecord:
     delayed: bool = False  # DelayTrainerRM: train = begin (→ part_done), then an "end" stage fits
     limits: dict[str, float] = field(default_factory=dict)  # Celery time limits of its messages (rules.LIMIT_KEYS)
     progress: dict[str, Any] = field(default_factory=dict)  # the running attempt's last report (stage, done/total)
+    label: str = ""  # what it is to people: its model and what sets it apart in its sweep ("lgbm seed=1")
     stage: Stage = "train"
     worker: str | None = None
     token: str | None = None
@@ -84,9 +85,11 @@ class TaskPool(Protocol):
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         delayed: bool = False,
         limits: Mapping[str, float] | None = None,
+        label: str = "",
     ) -> tuple[TaskRecord, bool]:
         """Add a waiting task, or return the pool's existing task with that hash; ``(task, created)``.
-        ``limits``: the Celery time limits of its messages (see :func:`app.taskpool.rules.check_limits`)."""
+        ``limits``: the Celery time limits of its messages (see :func:`app.taskpool.rules.check_limits`);
+        ``label``: a name for people (see :func:`app.taskpool.rules.check_label`), not part of its identity."""
         ...
 
     def get(self, task_id: str) -> TaskRecord:

@@ -161,6 +161,7 @@ class MongoTaskPool:
             delayed=doc["delayed"],
             limits=dict(doc.get("limits") or {}),
             progress=dict(doc.get("progress") or {}),
+            label=str(doc.get("label") or ""),
             stage=doc["stage"],
             worker=doc.get("worker"),
             token=doc.get("token"),
@@ -240,11 +241,12 @@ class MongoTaskPool:
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         delayed: bool = False,
         limits: Mapping[str, float] | None = None,
+        label: str = "",
     ) -> tuple[TaskRecord, bool]:
         """Add a waiting task, or return the pool's task with that hash; ``(task, created)``.
 
         Raises:
-            ConfigError: a bad pool/queue name, hash, priority, max_attempts or a spec that is not JSON.
+            ConfigError: a bad pool/queue name, hash, priority, max_attempts or label, or a spec that is not JSON.
             TaskStoreError: the server cannot be reached or refuses the write.
         """
         fields = rules.check_submission(
@@ -257,6 +259,7 @@ class MongoTaskPool:
             max_attempts=max_attempts,
             delayed=delayed,
             limits=limits,
+            label=label,
         )
         with self._guard("submit a task") as coll:
             existing = coll.find_one({"pool": pool, "hash": spec_hash})

@@ -22,6 +22,7 @@ from app.core.credentials import mask_url
 from app.core.errors import TaskStoreError
 from app.taskpool import rules
 from app.taskpool.sql import SQLTaskPool
+from app.taskpool.sqlite import _MIGRATIONS as SQLITE_MIGRATIONS
 from app.taskpool.sqlite import _SCHEMA as SQLITE_SCHEMA
 
 # the SQLite store's table in PostgreSQL's types (seconds as double precision, nanoseconds as bigint)
@@ -43,6 +44,19 @@ class _Connection:
 
     def execute(self, sql: str, params: Any = ()) -> Any:
         return self.conn.execute(to_psycopg(sql), params)
+
+
+def _add_missing_columns(conn: Any) -> None:
+    """Bring a table an older qtrain made up to date: the SQLite store's migrations (each adds a column) that it
+    lacks. Only a missing column is altered: even a no-op ALTER locks a busy table."""
+    rows = conn.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'tasks'"
+        " AND table_schema = current_schema()"
+    ).fetchall()
+    present = {row["column_name"] for row in rows}
+    for statement in SQLITE_MIGRATIONS.values():  # "ALTER TABLE tasks ADD COLUMN <name> <type> ..."
+        if statement.split()[5] not in present:
+            conn.execute(statement)
 
 
 class PostgresDatabase:
@@ -80,6 +94,8 @@ class PostgresDatabase:
                     if found is None or found["t"] is None:
                         for statement in filter(str.strip, SCHEMA.split(";")):
                             conn.execute(statement)
+                    else:
+                        _add_missing_columns(conn)
                 self._created_in = os.getpid()
         self._local.conn, self._local.pid = conn, os.getpid()
         return conn

@@ -96,6 +96,21 @@ def check_limits(limits: Mapping[str, Any] | None) -> dict[str, float]:
     return checked
 
 
+LABEL_MAX = 200
+
+
+def check_label(label: object) -> str:
+    """``label`` (a task's name for people, e.g. ``lgbm seed=1``) on one line, cut to ``LABEL_MAX`` characters.
+
+    Raises:
+        ConfigError: it is not a string.
+    """
+    if not isinstance(label, str):
+        raise ConfigError(f"a task label must be a string, got {label!r}")
+    text = " ".join(label.split())
+    return text if len(text) <= LABEL_MAX else text[: LABEL_MAX - 1] + "…"
+
+
 def check_submission(
     pool: str,
     spec: Mapping[str, Any],
@@ -107,9 +122,10 @@ def check_submission(
     max_attempts: int,
     delayed: bool,
     limits: Mapping[str, Any] | None = None,
+    label: str = "",
 ) -> dict[str, Any]:
-    """The fields of a new task (pool, hash, spec, queue, experiment, priority, max_attempts, delayed, limits),
-    checked; ``spec`` as the JSON document either store hands back.
+    """The fields of a new task (pool, hash, spec, queue, experiment, priority, max_attempts, delayed, limits,
+    label), checked; ``spec`` as the JSON document either store hands back.
 
     Raises:
         ConfigError: a bad pool or queue name, an empty hash or experiment, a bad priority or max_attempts, or a
@@ -130,6 +146,7 @@ def check_submission(
         "max_attempts": max_attempts,
         "delayed": bool(delayed),
         "limits": check_limits(limits),
+        "label": check_label(label),
     }
 
 

@@ -36,8 +36,9 @@ log = logging.getLogger(__name__)
 _OFF_LEASE = "token = NULL, lease_expires = NULL"
 _INSERT = (
     "INSERT INTO tasks (id, pool, hash, spec, status, queue, experiment, priority, max_attempts, delayed, stage,"
-    " created_ns, updated_at, limits) VALUES (:id, :pool, :hash, :spec, 'waiting', :queue, :experiment, :priority,"
-    " :max_attempts, :delayed, 'train', :created_ns, :updated_at, :limits) ON CONFLICT (pool, hash) DO NOTHING"
+    " created_ns, updated_at, limits, label) VALUES (:id, :pool, :hash, :spec, 'waiting', :queue, :experiment,"
+    " :priority, :max_attempts, :delayed, 'train', :created_ns, :updated_at, :limits, :label)"
+    " ON CONFLICT (pool, hash) DO NOTHING"
 )
 
 
@@ -97,6 +98,7 @@ class SQLTaskPool:
             delayed=bool(row["delayed"]),
             limits=json.loads(row["limits"]),
             progress=json.loads(row["progress"]),
+            label=row["label"],
             stage=row["stage"],
             worker=row["worker"],
             token=row["token"],
@@ -169,11 +171,12 @@ class SQLTaskPool:
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         delayed: bool = False,
         limits: Mapping[str, float] | None = None,
+        label: str = "",
     ) -> tuple[TaskRecord, bool]:
         """Add a waiting task, or return the pool's task with that hash; ``(task, created)``.
 
         Raises:
-            ConfigError: a bad pool/queue name, hash, priority, max_attempts or a spec that is not JSON.
+            ConfigError: a bad pool/queue name, hash, priority, max_attempts or label, or a spec that is not JSON.
             TaskStoreError: the file cannot be written.
         """
         fields = rules.check_submission(
@@ -186,6 +189,7 @@ class SQLTaskPool:
             max_attempts=max_attempts,
             delayed=delayed,
             limits=limits,
+            label=label,
         )
         task_id = rules.new_id()
         fields.update(id=task_id, spec=json.dumps(fields["spec"]), limits=json.dumps(fields["limits"]))

@@ -18,7 +18,7 @@ from app.taskpool.sqlite_file import SQLiteFile
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
     id TEXT PRIMARY KEY,
@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     finished_at REAL,
     history TEXT NOT NULL DEFAULT '[]',
     limits TEXT NOT NULL DEFAULT '{}',
-    progress TEXT NOT NULL DEFAULT '{}'
+    progress TEXT NOT NULL DEFAULT '{}',
+    label TEXT NOT NULL DEFAULT ''
 );
 CREATE UNIQUE INDEX IF NOT EXISTS tasks_pool_hash ON tasks (pool, hash);
 CREATE INDEX IF NOT EXISTS tasks_claim ON tasks (pool, status, priority DESC, created_ns);
@@ -58,6 +59,7 @@ CREATE INDEX IF NOT EXISTS tasks_pool_created ON tasks (pool, created_ns);
 _MIGRATIONS = {
     2: "ALTER TABLE tasks ADD COLUMN limits TEXT NOT NULL DEFAULT '{}'",
     3: "ALTER TABLE tasks ADD COLUMN progress TEXT NOT NULL DEFAULT '{}'",
+    4: "ALTER TABLE tasks ADD COLUMN label TEXT NOT NULL DEFAULT ''",
 }
 
 

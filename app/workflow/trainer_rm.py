@@ -14,7 +14,7 @@ import functools
 import logging
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,7 +43,7 @@ OUTAGE_MAX_PAUSE_S = 10.0  # the longest pause between retries while the broker 
 
 
 class Broker(Protocol):
-    """Sends claim messages and says which tasks still have one waiting in a queue."""
+    """Sends claim messages and says which tasks still have one: waiting in a queue, or held by a live worker."""
 
     def dispatch(self, task: TaskRecord) -> None:
         """Send the message for ``task``: train (waiting) or end (part_done), to the task's queue."""
@@ -51,6 +51,10 @@ class Broker(Protocol):
 
     def pending_task_ids(self) -> set[str]:
         """Ids of the pool tasks that have a message in a ready queue (not yet delivered to a worker)."""
+        ...
+
+    def held_task_ids(self, task_ids: Collection[str]) -> set[str]:
+        """Those of ``task_ids`` whose message a live worker holds (delivered to it, not yet acknowledged)."""
         ...
 
 
@@ -98,8 +102,9 @@ def reconcile(
     """Return expired leases to the pool, then give every waiting task (and, with ``ends``, every part_done
     task) that has no live broker message a new one.
 
-    A message is live while it sits in a ready queue, or for ``grace_s`` (default ``DISPATCH_GRACE_S``) after it
-    was sent; a message a dead worker took (Redis keeps it unacked until the visibility timeout) is not.
+    A message is live while it sits in a ready queue, while a live worker holds it (prefetched or reserved behind
+    another task, not yet claimed), or for ``grace_s`` (default ``DISPATCH_GRACE_S``) after it was sent; a message
+    a dead worker took (Redis keeps it unacked until the visibility timeout) or a restarted broker lost is not.
     Re-sending cannot duplicate work: the pool's claim lets one attempt run, and a late duplicate message finds
     the task running or done.
     ``end_run(run_id)`` ends the MLflow run of an expired attempt (KILLED), when given.
@@ -111,12 +116,16 @@ def reconcile(
             end_run(task.run_id)
     pending = broker.pending_task_ids()
     now = datetime.now(UTC)
+    grace = DISPATCH_GRACE_S if grace_s is None else grace_s
+    unqueued = [
+        task
+        for task in pool.list(pool_name, ["waiting", "part_done"] if ends else ["waiting"])
+        if task.id not in pending
+        and (task.dispatched_at is None or (now - task.dispatched_at).total_seconds() >= grace)
+    ]
+    held = broker.held_task_ids({task.id for task in unqueued}) if unqueued else set()
     dispatched = 0
-    for task in pool.list(pool_name, ["waiting", "part_done"] if ends else ["waiting"]):
-        grace = DISPATCH_GRACE_S if grace_s is None else grace_s
-        recent = task.dispatched_at is not None and (now - task.dispatched_at).total_seconds() < grace
-        if task.id in pending or recent:
-            continue
+    for task in (task for task in unqueued if task.id not in held):
         log.info("task %s (%s) has no live message: sending one", task.id, task.status)
         send(pool, broker, task)
         dispatched += 1
@@ -188,20 +197,23 @@ class TrainerRM(TrainerR):
             exc.args = (f"{exc}; {E_RESUME}",)
             raise
 
-    def submit(self, specs: Sequence[TaskSpec], *, limits: Mapping[str, float] | None = None) -> list[TaskRecord]:
+    def submit(
+        self, specs: Sequence[TaskSpec], *, limits: Mapping[str, float] | None = None, labels: Sequence[str] = ()
+    ) -> list[TaskRecord]:
         """Validate (build) every spec, then add them to the pool and dispatch the new ones; ``limits`` (default:
-        the trainer's) are the Celery time limits of their messages.
+        the trainer's) are the Celery time limits of their messages, ``labels`` (one per spec, or none) what people
+        tell the tasks by (``lgbm seed=1``: Flower's task name, ``qtrain pool list``).
 
         Raises:
             ConfigError, DataError: a spec cannot be built; nothing has been submitted then.
         """
         queues = [self.build(spec).model.queue for spec in specs]  # every spec is checked before any is queued
         tasks = []
-        for spec, queue in zip(specs, queues, strict=True):
+        for spec, queue, label in zip(specs, queues, labels or [""] * len(specs), strict=True):
             task, created = self.pool.submit(
                 self.pool_name, spec.body, spec.hash, queue=queue, experiment=self.experiment_name,
                 priority=self.priority, max_attempts=self.max_attempts, delayed=self.delayed,
-                limits=self.limits if limits is None else limits,
+                limits=self.limits if limits is None else limits, label=label,
             )  # fmt: skip
             if created:
                 send(self.pool, self.broker, task)

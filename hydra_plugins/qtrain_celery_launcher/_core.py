@@ -33,6 +33,7 @@ def launch(launcher: CeleryLauncher, job_overrides: Sequence[Sequence[str]], ini
     ``result.json`` and return Hydra's job returns (the objective's value where one is set)."""
     from app.config.compose import prepare_config, task_limits, task_spec_from_config
     from app.config.jobs import builder, job_config, validated_job
+    from app.config.labels import job_label
     from app.config.sweep import job_outcome, write_outcome
     from app.core.settings import get_settings
 
@@ -58,7 +59,12 @@ def launch(launcher: CeleryLauncher, job_overrides: Sequence[Sequence[str]], ini
         jobs.append((list(overrides), cfg, entry[0] if entry else task_spec_from_config(cfg), output_dir))
     # each spec is built once: TrainerRM.submit checks specs by building them, and validation built them already
     trainers = _trainers(launcher.conf, {str(cfg.experiment_name) for _, cfg, _, _ in jobs}, builder(validated))
-    tasks = _submit(trainers, [(str(cfg.experiment_name), spec, task_limits(cfg)) for _, cfg, spec, _ in jobs])
+    command_line = list(launcher.config.hydra.overrides.task)
+    tasks = _submit(trainers, [
+        (str(cfg.experiment_name), spec, task_limits(cfg),
+         job_label(overrides, command_line, cfg.hydra.runtime.choices.get("model")))
+        for overrides, cfg, spec, _ in jobs
+    ])  # fmt: skip
     any_trainer = next(iter(trainers.values()))
     print(f"submitted {len(tasks)} task(s) to pool {any_trainer.pool_name} "
           f"({sum(t.status == 'done' for t in tasks)} already done)", flush=True)  # fmt: skip
@@ -90,18 +96,18 @@ def _trainers(conf: CeleryLauncherConf, experiments: set[str], build: Any) -> di
     return {name: TrainerRM.from_services(wiring, build, experiment_name=name, **options) for name in experiments}
 
 
-def _submit(trainers: dict[str, Any], jobs: list[tuple[str, Any, dict[str, float]]]) -> list[Any]:
-    """Submit each ``(experiment, spec, limits)`` with its experiment's trainer; a broker or store failure ends the
-    command with one line (exit status 2) that says how to resume."""
+def _submit(trainers: dict[str, Any], jobs: list[tuple[str, Any, dict[str, float], str]]) -> list[Any]:
+    """Submit each ``(experiment, spec, limits, label)`` with its experiment's trainer; a broker or store failure
+    ends the command with one line (exit status 2) that says how to resume."""
     from app.cli.run import abort
     from app.core.errors import InfrastructureError, TaskStoreError
     from app.workflow.trainer_rm import E_RESUME
 
     tasks = []
-    for number, (experiment, spec, limits) in enumerate(jobs, start=1):
+    for number, (experiment, spec, limits, label) in enumerate(jobs, start=1):
         trainer = trainers[experiment]
         try:
-            tasks.extend(trainer.submit([spec], limits=limits))
+            tasks.extend(trainer.submit([spec], limits=limits, labels=[label]))
         except (InfrastructureError, TaskStoreError) as exc:
             exc.args = (f"{exc}; this stopped the submission at job {number} of {len(jobs)}: {E_RESUME}",)
             abort(exc)

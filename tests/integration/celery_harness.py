@@ -48,16 +48,18 @@ class Cluster:
         return redis.Redis.from_url(f"{self.redis_url}/{self.broker_db}")
 
     def start_worker(
-        self, name: str, queues: str = "cpu", *, env: Mapping[str, str] | None = None, wait: bool = True
-    ) -> subprocess.Popen[bytes]:
-        """Start ``celery -A app worker`` (one pool child) as ``name``; ``env`` overrides the cluster's settings.
-        With ``wait=False`` it returns at once (see :meth:`wait_ready`); its log is appended to, not replaced."""
+        self, name: str, queues: str = "cpu", *, env: Mapping[str, str] | None = None, wait: bool = True,
+        args: Sequence[str] = (),
+    ) -> subprocess.Popen[bytes]:  # fmt: skip
+        """Start ``celery -A app worker`` (one pool child) as ``name``; ``env`` overrides the cluster's settings,
+        ``args`` are more worker options. With ``wait=False`` it returns at once (see :meth:`wait_ready`); its log is
+        appended to, not replaced."""
         path = self.work / f"worker-{name}.log"
         self._log_starts[name] = path.stat().st_size if path.exists() else 0
         log = open(path, "ab")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
             [str(self.bin / "python"), "-m", "celery", "-A", "app", "worker", "-Q", queues, "-c", "1",
-             "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "-l", "INFO"],
+             "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "-l", "INFO", *args],
             cwd=self.work, env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip

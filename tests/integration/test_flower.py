@@ -176,3 +176,33 @@ def test_task_sent_after_start_is_listed(stack: Stack) -> None:
         assert info["worker"] == WORKER
     finally:
         celery.close()
+
+
+def test_a_pool_task_is_listed_under_its_label(stack: Stack) -> None:
+    from app.core.settings import load_settings
+    from app.distributed.broker import CeleryBroker
+    from app.distributed.celery_config import make_app
+    from app.taskpool import open_pool
+    from app.workflow.trainer_rm import send
+
+    settings = load_settings(stack.env)
+    pool = open_pool(settings.task_store)  # the worker's store too (QTRAIN_HOME)
+    celery = make_app(settings)
+    try:
+        # the spec builds nothing: the attempt fails in the pool, the Celery task still ends and Flower lists it
+        task, _ = pool.submit("flower", {"seed": 1}, "flower-h1", label="lgbm seed=1", max_attempts=1)
+        send(pool, CeleryBroker(celery), task)
+        message_id = f"{task.id}.1"
+
+        def ended() -> bool:
+            status, tasks = _get(f"{stack.base}/api/tasks?limit=50", (USER, PASSWORD))
+            return status == 200 and tasks.get(message_id, {}).get("state") in ("SUCCESS", "FAILURE")
+
+        _wait(stack, ended, f"task {message_id} in /api/tasks", timeout=90)
+        status, info = _get(f"{stack.base}/api/task/info/{message_id}", (USER, PASSWORD))
+        assert status == 200
+        assert info["name"] == "qtrain.train lgbm seed=1"  # what a researcher tells it by
+        assert info["args"] == str(["flower", task.id])  # and the pool task it runs
+    finally:
+        celery.close()
+        pool.close()

@@ -35,6 +35,7 @@ def test_detached_sweeps_pool_work_stale_and_lost_messages(cluster_factory: Make
     assert "detached; follow with: qtrain pool status qtrain" in out.stdout
     assert "0 of 2 jobs finished" in out.stdout and "submitted, not finished yet" in out.stdout
     assert cluster.pool.stats("qtrain")["waiting"] == 2 and cluster.redis().llen("cpu") == 2
+    assert sorted(t.label for t in cluster.pool.list("qtrain")) == ["lgbm seed=0", "lgbm seed=1"]  # the launcher's
 
     status = _cli(cluster, "pool", "status", "qtrain")
     assert status.returncode == 0 and "qtrain" in status.stdout and "waiting" in status.stdout
@@ -62,6 +63,7 @@ def test_detached_sweeps_pool_work_stale_and_lost_messages(cluster_factory: Make
 
     listing = _cli(cluster, "pool", "list", "qtrain", "--status", "done")
     assert listing.returncode == 0 and listing.stdout.count("done") >= 4
+    assert "lgbm seed=0" in listing.stdout and "lgbm seed=1" in listing.stdout
     refused = _cli(cluster, "pool", "purge", "qtrain")
     assert refused.returncode == 2 and "--yes" in refused.stderr
     purged = _cli(cluster, "pool", "purge", "qtrain", "--yes")

@@ -91,6 +91,18 @@ def test_the_time_limits_are_stored_with_the_task_not_in_its_spec(pool: TaskPool
     assert pool.find(POOL, "h3") is None
 
 
+def test_the_label_is_stored_on_one_line_and_is_not_the_tasks_identity(pool: TaskPool) -> None:
+    task, _ = pool.submit(POOL, {"a": 1}, "h1", label="lgbm  seed=1\nmodel.lr=0.1")
+    assert task.label == "lgbm seed=1 model.lr=0.1" == pool.get(task.id).label and task.spec == {"a": 1}
+    again, created = pool.submit(POOL, {"a": 1}, "h1", label="other")
+    assert not created and again.label == "lgbm seed=1 model.lr=0.1"
+    assert pool.submit(POOL, {"a": 2}, "h2")[0].label == ""
+    assert len(pool.submit(POOL, {"a": 3}, "h3", label="x" * 500)[0].label) == 200
+    with pytest.raises(ConfigError, match="label must be a string"):
+        pool.submit(POOL, {"a": 4}, "h4", label=7)  # type: ignore[arg-type]
+    assert pool.find(POOL, "h4") is None
+
+
 def test_cancel_ends_waiting_and_running_tasks_and_requeue_brings_them_back(pool: TaskPool) -> None:
     waiting, _ = pool.submit(POOL, {"a": 1}, "h1")
     running, _ = pool.submit(POOL, {"a": 2}, "h2")

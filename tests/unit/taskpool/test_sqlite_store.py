@@ -94,9 +94,11 @@ def test_a_store_of_schema_version_1_is_upgraded_in_place(tmp_path: Path) -> Non
 
     path = tmp_path / "tasks.db"
     version_1 = _SCHEMA.replace(
-        ",\n    limits TEXT NOT NULL DEFAULT '{}',\n    progress TEXT NOT NULL DEFAULT '{}'", ""
+        ",\n    limits TEXT NOT NULL DEFAULT '{}',\n    progress TEXT NOT NULL DEFAULT '{}'"
+        ",\n    label TEXT NOT NULL DEFAULT ''",
+        "",
     )
-    assert "limits" not in version_1 and "progress" not in version_1
+    assert "limits" not in version_1 and "progress" not in version_1 and "label" not in version_1
     with sqlite3.connect(path) as conn:  # a store written by qtrain before the time limits moved onto the task
         conn.executescript(version_1)
         conn.execute(
@@ -106,11 +108,12 @@ def test_a_store_of_schema_version_1_is_upgraded_in_place(tmp_path: Path) -> Non
         conn.execute("PRAGMA user_version = 1")
     pool = SQLiteTaskPool(path)
     assert pool.get("t1").limits == {} == pool.get("t1").progress and pool.get("t1").status == "waiting"
-    task, _ = pool.submit("p", {"a": 1}, "h2", limits={"time_limit_s": 9})
-    assert pool.get(task.id).limits == {"time_limit_s": 9.0}
+    assert pool.get("t1").label == ""
+    task, _ = pool.submit("p", {"a": 1}, "h2", limits={"time_limit_s": 9}, label="lgbm seed=1")
+    assert pool.get(task.id).limits == {"time_limit_s": 9.0} and pool.get(task.id).label == "lgbm seed=1"
     pool.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
 
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from app.taskpool.base import TaskPool
 from app.workflow.memory_broker import MemoryBroker
 from app.workflow.trainer_rm import send
 
-# deliver the oldest message of a queue: (task id, stage), None when the queue is empty
+# deliver the oldest message of a queue to a worker that is then killed: (task id, stage), None when it is empty
 Take = Callable[[str], tuple[str, str] | None]
 
 
@@ -37,6 +37,7 @@ def _memory() -> tuple[Any, Take]:
 
     def take(queue: str) -> tuple[str, str] | None:
         message = broker.take(queue)
+        broker.holder_died()
         return (message.task_id, message.stage) if message else None
 
     return broker, take
@@ -55,11 +56,15 @@ def _celery(url: str) -> tuple[Any, Take]:
 
     stages = {TRAIN_TASK: "train", END_TASK: "end"}
 
-    def take(queue: str) -> tuple[str, str] | None:  # a worker's receive: kombu's Redis transport pops the far end
+    def take(queue: str) -> tuple[str, str] | None:
+        # a worker's receive as kombu's Redis transport does it (pop the far end, keep it in the unacked hash until
+        # the ack), by no live worker: as if the worker was killed after receiving
         raw = client.rpop(queue)
         if raw is None:
             return None
-        headers = json.loads(raw)["headers"]
+        envelope = json.loads(raw)
+        client.hset("unacked", envelope["properties"]["delivery_tag"], json.dumps([envelope, queue, queue]))
+        headers = envelope["headers"]
         return str(headers["id"]).rsplit(".", 1)[0], stages[headers["task"]]
 
     return CeleryBroker(make_app(settings)), take
@@ -87,6 +92,16 @@ def test_a_sent_message_is_pending_until_a_worker_takes_it(broker: tuple[Any, Ta
     assert sender.pending_task_ids() == {second.id}
     assert take("gpu") == (second.id, "train")
     assert sender.pending_task_ids() == set()
+
+
+def test_a_message_taken_by_a_killed_worker_is_not_held(broker: tuple[Any, Take], pool: TaskPool) -> None:
+    sender, take = broker
+    task, _ = pool.submit("p", {"seed": 1}, "h1")
+    send(pool, sender, task)
+    assert sender.held_task_ids({task.id}) == set()  # waiting in its queue, not held
+    assert take("cpu") == (task.id, "train")
+    assert sender.pending_task_ids() == set() and sender.held_task_ids({task.id}) == set()
+    assert sender.held_task_ids(set()) == set()
 
 
 def test_messages_are_delivered_oldest_first(broker: tuple[Any, Take], pool: TaskPool) -> None:
