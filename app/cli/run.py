@@ -22,11 +22,13 @@ from app.config.jobs import (
     composed_config,
     composed_targets,
     expand_sweep,
+    planned_jobs,
     rolling_specs,
     sends_work,
     validate_jobs,
     validated_job,
 )
+from app.config.objective import objective_value
 from app.core.errors import QtrainError
 from app.core.settings import get_settings
 
@@ -66,19 +68,26 @@ def run(argv: Sequence[str]) -> int:
                 raise
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_CONFIG
-        sweep.begin(total=len(jobs) if args.multirun else None)
+        sweep.begin(total=planned_jobs(jobs) if args.multirun else None)
     status = {"code": 0}
     sys.argv = ["qtrain run", *argv]
 
-    def job(cfg: Any) -> None:
+    def job(cfg: Any) -> float | None:
+        """Train one job; in a sweep, returns the value of its ``objective`` (for a sweeper that optimises it)."""
+        from hydra.core.hydra_config import HydraConfig
+
+        metrics: dict[str, float] = {}
         try:
-            if not train_job(cfg):
+            ok, metrics = train_job(cfg)
+            if not ok:
                 status["code"] = EXIT_TASK_FAILED
         except QtrainError as exc:
             if get_settings().debug:
                 raise
             print(f"error: {exc}", file=sys.stderr)
             status["code"] = EXIT_CONFIG
+        sweeper = str(HydraConfig.get().sweeper._target_)
+        return objective_value(cfg.get("objective"), metrics, sweeper=sweeper) if args.multirun else None
 
     if inspecting or not _run_validated(args, job):
         hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(job)()
@@ -132,14 +141,14 @@ def _run_validated(args: Any, task_function: Any) -> bool:
     return True
 
 
-def train_job(cfg: Any) -> bool:
+def train_job(cfg: Any) -> tuple[bool, dict[str, float]]:
     """One Hydra job: build its spec(s), run the configured trainer, print and save the outcome.
 
     Every trainer is built (``from_services``) and run (``run``) the same way; what it could not finish here
     (runs prepared, tasks submitted) it says in ``pending``.
 
     Returns:
-        True when no task failed.
+        True when no task failed, and the metrics of the job's (final) run (none when it was only submitted).
     """
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -173,7 +182,7 @@ def train_job(cfg: Any) -> bool:
         print(trained.pending)
         outcome = job_outcome(list(hydra_cfg.overrides.task), cfg, spec.hash, None, pending=trained.pending)
         write_outcome(hydra_cfg.runtime.output_dir, outcome)
-        return all(r.error is None for r in results)
+        return all(r.error is None for r in results), {}
     final = results[-1]
     if rolling and all(r.error is None for r in results):
         final = _merge_rolling(manager, results, spec, rolling, experiment)
@@ -184,7 +193,7 @@ def train_job(cfg: Any) -> bool:
     )
     write_outcome(hydra_cfg.runtime.output_dir, outcome)
     _report(outcome, experiment, spec.hash, manager, settings.tracking_uri, quiet=sweeping)
-    return final.error is None
+    return final.error is None, dict(outcome["metrics"])
 
 
 def _merge_rolling(manager: Any, results: list[Any], spec: Any, rolling: dict[str, Any], experiment: str) -> Any:

@@ -110,8 +110,8 @@ def resolve_config(cfg: Any) -> dict[str, Any]:
 
 
 def task_spec_from_config(cfg: Any) -> Any:
-    """Resolve a composed ``conf/config.yaml`` into a checked :class:`TaskSpec` (everything but ``trainer`` and
-    ``limits``).
+    """Resolve a composed ``conf/config.yaml`` into a checked :class:`TaskSpec` (everything but ``trainer``,
+    ``limits`` and ``objective``).
 
     Raises:
         ConfigError: an unresolved value, a key a target does not take, or a value of the wrong type (key named).
@@ -122,6 +122,7 @@ def task_spec_from_config(cfg: Any) -> Any:
     body = resolve_config(cfg)
     body.pop("trainer", None)
     body.pop("limits", None)  # a run setting, stored on the pool task (see task_limits): not the task's identity
+    body.pop("objective", None)  # what a sweep optimises (app.config.objective): not the task's identity
     check_spec_types(body)
     body["records"] = list((body.pop("record", None) or {}).values())
     return TaskSpec.from_mapping(body)

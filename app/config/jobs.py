@@ -15,6 +15,10 @@ from app.core.settings import get_settings
 
 JOB_NAME = "run"  # what hydra.main names the job of this module (hydra.job.name)
 CELERY_LAUNCHER = "hydra_plugins.qtrain_celery_launcher.launcher.CeleryLauncher"
+BASIC_SWEEPERS = (  # they launch one job per point of the command line's sweeps (expand_sweep)
+    "hydra_plugins.qtrain_sweeper.sweeper.QtrainSweeper",
+    "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+)
 POOL_TRAINERS = "app.workflow.trainer_rm."  # the trainers that send their tasks to the workers (trainer=celery)
 
 # Each job's overrides -> its spec and components as validation built them, so the job (when Hydra runs it in
@@ -30,6 +34,19 @@ def sends_work(*, multirun: bool) -> bool:
     or through a pool trainer (``trainer=celery``)."""
     launched = multirun and CELERY_LAUNCHER in composed_targets("hydra.launcher")
     return launched or any(target.startswith(POOL_TRAINERS) for target in composed_targets("trainer"))
+
+
+def planned_jobs(jobs: Sequence[Sequence[str]]) -> int | None:
+    """How many jobs the sweep will launch: one per point of a basic sweep, or the trial budget of a sweeper that
+    picks its own points (``hydra.sweeper.n_trials``, Optuna's; Optuna launches them in batches of ``n_jobs``);
+    None when that is unknown."""
+    from omegaconf import OmegaConf
+
+    if composed_targets("hydra.sweeper") <= set(BASIC_SWEEPERS):
+        return len(jobs)
+    budgets = {OmegaConf.select(cfg, "hydra.sweeper.n_trials", default=None) for cfg in _COMPOSED.values()}
+    budget = budgets.pop() if len(budgets) == 1 else None
+    return budget if isinstance(budget, int) else None
 
 
 def composed_targets(key: str) -> set[str]:
@@ -52,6 +69,7 @@ def validate_jobs(overrides: Sequence[str], *, multirun: bool, config_name: str 
     from omegaconf.errors import OmegaConfBaseException
 
     from app.config.compose import build_components, prepare_config, task_limits, task_spec_from_config
+    from app.config.objective import check_objective
 
     own, jobs = expand_sweep(overrides, multirun=multirun)
     hydra_overrides = [*own, f"hydra.mode={'MULTIRUN' if multirun else 'RUN'}"]  # as hydra.main appends it
@@ -71,7 +89,9 @@ def validate_jobs(overrides: Sequence[str], *, multirun: bool, config_name: str 
                 spec = task_spec_from_config(cfg)
                 task_limits(cfg)  # checked now: a bad limit must not stop a sweep half-submitted
                 trainer = check_trainer(cfg)
-                _VALIDATED[tuple(job_overrides)] = (spec, build_components(spec))
+                components = build_components(spec)
+                check_objective(cfg, components.records)
+                _VALIDATED[tuple(job_overrides)] = (spec, components)
                 _COMPOSED[tuple(composing)] = cfg
                 if trainer["rolling"]:
                     rolling_windows(cfg, trainer["rolling"])

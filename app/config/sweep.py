@@ -47,6 +47,8 @@ class SweepSummary(Callback):
         if not results:
             return
         text = summary_text(results)
+        best = best_trial_text(sweep_dir, results, config.get("objective"))
+        text += f"\n\n{best}" if best else ""
         print(text)
         (sweep_dir / "summary.md").write_text(text + "\n")
         print(f"\nsummary saved to {(sweep_dir / 'summary.md').absolute()}", flush=True)
@@ -127,6 +129,29 @@ def summary_text(results: list[dict[str, Any]]) -> str:
     if pending:
         parts += ["", "### submitted, not finished yet", *pending]
     return "\n".join(parts)
+
+
+def best_trial_text(sweep_dir: Path, results: list[dict[str, Any]], objective: str | None) -> str:
+    """The best trial an optimising sweeper reported in ``optimization_results.yaml`` (Optuna's): its objective
+    value, its job and run, and its parameters; "" when the sweeper wrote none."""
+    from omegaconf import OmegaConf
+
+    path = sweep_dir / "optimization_results.yaml"
+    if not path.is_file():
+        return ""
+    found: Any = OmegaConf.to_container(OmegaConf.load(path))
+    if "best_value" not in found:  # several objectives: a Pareto front
+        return f"### optimisation results (several objectives): {path}"
+    params = [f"{name}={value}" for name, value in (found.get("best_params") or {}).items()]
+    jobs = [i for i, r in enumerate(results) if set(params) <= set(r.get("overrides", []))]
+    where = f" (job {jobs[0]}, run {results[jobs[0]].get('run_id') or '?'})" if jobs else ""
+    return "\n".join(
+        [
+            f"### best trial: {objective or 'objective'} = {float(found['best_value']):.6g}{where}",
+            " ".join(params) or "(no parameters)",
+            f"(saved in {path.absolute()})",
+        ]
+    )
 
 
 def _config_labels(overrides: list[list[str]]) -> list[str]:

@@ -22,6 +22,7 @@ QtrainError
 ├── TaskPoolError               the task pool cannot do what was asked
 │   ├── TaskNotFoundError       a task id the task store does not hold (also a KeyError)
 │   └── TaskStoreError          the task store (SQLite file, MongoDB server) cannot be opened, reached or written
+├── ObjectiveError              a sweep job has no value of its objective to return (it failed, or the metric is NaN)
 └── InfrastructureError         a service qtrain sends work through cannot be used as configured (names the variable)
     ├── BrokerError             QTRAIN_BROKER_URL is not a supported broker, or the broker refused a request
     │   └── BrokerUnreachableError  the broker does not answer (also a ConnectionError)
@@ -187,6 +188,10 @@ class TaskNotFoundError(TaskPoolError, KeyError):
 
 class TaskStoreError(TaskPoolError):
     """The task store (SQLite file or MongoDB server) cannot be opened, reached or written."""
+
+
+class ObjectiveError(QtrainError):
+    """A job of an optimising sweep has no value of ``objective`` to return: the sweeper records a failed trial."""
 
 
 class InfrastructureError(QtrainError):

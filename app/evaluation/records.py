@@ -143,6 +143,10 @@ class SignalRecord:
 
     name: str = field(default="signal", init=False)
 
+    def metric_names(self) -> tuple[str, ...]:
+        """The metrics :meth:`generate` returns: none (it saves the prediction)."""
+        return ()
+
     def generate(self, ctx: RecordContext) -> dict[str, float]:
         if ctx.model is None or ctx.dataset is None:
             raise ConfigError("the signal record needs a trained model and its dataset; this run has none")
@@ -171,6 +175,11 @@ class SigAnaRecord:
     ann_scaler: int = 252
     name: str = field(default="sig_ana", init=False)
 
+    def metric_names(self) -> tuple[str, ...]:
+        """The metrics :meth:`generate` returns (:func:`app.evaluation.signal.signal_metrics`)."""
+        long_short = [f"{side} Ann {stat}" for side in ("Long-Short", "Long-Avg") for stat in ("Return", "Sharpe")]
+        return ("IC", "ICIR", "Rank IC", "Rank ICIR", *(long_short if self.ana_long_short else ()))
+
     def generate(self, ctx: RecordContext) -> dict[str, float]:
         pred, label = _pred_and_label(ctx.recorder)
         analysis = analyse_signal(pred, label, long_short=self.ana_long_short)
@@ -194,6 +203,12 @@ class PortAnaRecord:
 
     config: BacktestConfig = field(default_factory=BacktestConfig)
     name: str = field(default="port_ana", init=False)
+
+    def metric_names(self) -> tuple[str, ...]:
+        """The metrics :meth:`generate` returns (:func:`app.evaluation.risk.portfolio_metrics` of a daily backtest)."""
+        stats = ("mean", "std", "annualized_return", "information_ratio", "max_drawdown")
+        excess = [f"1day.excess_return_{cost}_cost.{stat}" for cost in ("without", "with") for stat in stats]
+        return (*excess, "1day.ffr", "1day.pa", "1day.pos")
 
     def generate(self, ctx: RecordContext) -> dict[str, float]:
         analysis = analyse_portfolio(_pred(ctx.recorder), ctx.store, self.config)

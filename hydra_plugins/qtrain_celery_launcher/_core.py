@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 def launch(launcher: CeleryLauncher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
     """Submit every job (each composed once, by validation), wait for them unless ``detach``, write each job's
-    ``result.json`` and return Hydra's job returns (the objective's value where one is set)."""
+    ``result.json`` and return Hydra's job returns (the value of ``objective`` where one is set)."""
     from app.config.compose import prepare_config, task_limits, task_spec_from_config
     from app.config.jobs import builder, job_config, validated_job
     from app.config.labels import job_label
@@ -78,9 +78,7 @@ def launch(launcher: CeleryLauncher, job_overrides: Sequence[Sequence[str]], ini
     for (overrides, cfg, spec, output_dir), task, result in zip(jobs, tasks, results, strict=True):
         outcome = job_outcome(overrides, cfg, spec.hash, result, task_id=task.id, pool=task.pool)
         write_outcome(output_dir, outcome)
-        objective = launcher.conf.objective
-        value = outcome["metrics"].get(objective, float("nan")) if objective else outcome
-        returns.append(_job_return(overrides, cfg, value))
+        returns.append(_job_return(overrides, cfg, outcome["metrics"]))
     return returns
 
 
@@ -130,9 +128,17 @@ def _send_missing(trainer: Any) -> None:
         print(f"sent {sent} message(s) for waiting tasks of pool {trainer.pool_name} that had none", flush=True)
 
 
-def _job_return(overrides: list[str], cfg: DictConfig, value: Any) -> JobReturn:
+def _job_return(overrides: list[str], cfg: DictConfig, metrics: dict[str, float]) -> JobReturn:
+    """Hydra's return of one job: the value of ``objective`` (None without one), as a local job returns it; a job
+    without a value of its objective is a failed job."""
+    from app.config.objective import objective_value
+    from app.core.errors import ObjectiveError
+
     task_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     ret = JobReturn(overrides=overrides, cfg=task_cfg, hydra_cfg=cfg, working_dir=os.getcwd(),
                     task_name=str(cfg.hydra.job.name), status=JobStatus.COMPLETED)  # fmt: skip
-    ret.return_value = value
+    try:
+        ret.return_value = objective_value(cfg.get("objective"), metrics, sweeper=str(cfg.hydra.sweeper._target_))
+    except ObjectiveError as exc:
+        ret.status, ret.return_value = JobStatus.FAILED, exc
     return ret

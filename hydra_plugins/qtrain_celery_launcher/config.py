@@ -17,7 +17,6 @@ class CeleryLauncherConf:
     priority: int = 0  # higher is claimed first
     max_attempts: int = 3  # per task, counting lease expiries (killed workers) and errors
     detach: bool = False  # submit and return at once; follow with `qtrain pool status POOL`
-    objective: Optional[str] = None  # noqa: UP045 - a metric ("Rank IC") each job returns, for Optuna-style sweepers
     poll_s: float = 1.0
     timeout_s: Optional[float] = None  # noqa: UP045
 
