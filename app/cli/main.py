@@ -175,7 +175,20 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--values", action="store_true", help="also read every value (NaN-only files are warned of)")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.set_defaults(func=_data_check)
+    parser.epilog = _nested_commands(commands)
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keeps the epilog's lines
     return parser
+
+
+def _nested_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> str:
+    """The commands that have commands of their own, each spelled out (``qtrain data features``)."""
+    lines = [
+        f"  qtrain {name} {' | '.join(nested.choices)}"
+        for name, sub in commands.choices.items()
+        for nested in sub._actions
+        if isinstance(nested, argparse._SubParsersAction)
+    ]
+    return "commands of commands (e.g. qtrain data features --help):\n" + "\n".join(lines)
 
 
 def _columns(text: str) -> dict[str, str]:

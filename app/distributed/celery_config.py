@@ -8,9 +8,14 @@ beyond any task so Redis never redelivers a task that is still running.
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
+from celery.app.amqp import AMQP
+from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
 
+from app.core.credentials import mask_url
 from app.core.settings import Settings
 
 QUEUES = ("gpu", "cpu")
@@ -24,7 +29,7 @@ CHILD_START_TIMEOUT_S = 30.0
 
 def make_app(settings: Settings) -> Celery:
     """A Celery app for ``settings`` (broker, result backend)."""
-    celery = Celery("qtrain", include=["tasks.train"])
+    celery = Celery("qtrain", include=["tasks.train"], amqp=f"{__name__}:MaskingAMQP")
     celery.conf.update(
         broker_url=settings.broker_url,
         result_backend=settings.result_backend,
@@ -52,3 +57,21 @@ def make_app(settings: Settings) -> Celery:
         worker_proc_alive_timeout=CHILD_START_TIMEOUT_S,
     )
     return celery
+
+
+class MaskingConnection(Connection):
+    """A broker connection whose printable URL hides only a password there is, keeping the user name.
+
+    kombu's own ``as_uri`` writes ``redis://:**@127.0.0.1:6379/0`` for a URL with no password at all (in the worker's
+    banner, its "Connected to" line and Flower's broker page), as if one were hidden.
+    """
+
+    def as_uri(self, include_password: Any = False, mask: Any = "**", getfields: Any = None) -> str:
+        uri = str(super().as_uri(True, mask) if getfields is None else super().as_uri(True, mask, getfields))
+        return uri if include_password else mask_url(uri)
+
+
+class MaskingAMQP(AMQP):  # type: ignore[misc]
+    """Celery's AMQP with :class:`MaskingConnection` (``Celery(amqp=...)``, how Celery takes its connection class)."""
+
+    Connection = MaskingConnection

@@ -78,8 +78,14 @@ def excess_return_figure(report: pd.DataFrame) -> Figure:
     top.set_title("Cumulative return (summed daily returns)", y=1.0)
     top.legend(loc="upper left")
     top.grid(alpha=0.3)
+    # each drawdown a line in its curve's colour; one area, the with-cost drawdown's (Qlib's max drawdown): two
+    # translucent areas blend where they overlap into a colour that matches neither legend entry
+    colors = {str(line.get_label()): line.get_color() for line in top.get_lines()}
     for series, label in ((without, "excess without cost"), (with_cost, "excess with cost")):
-        bottom.fill_between(report.index, series - series.cummax(), 0, alpha=0.35, label=label)
+        bottom.plot(report.index, series - series.cummax(), color=colors[label], linewidth=1.2, label=label)
+    bottom.fill_between(
+        report.index, with_cost - with_cost.cummax(), 0, color=colors["excess with cost"], alpha=0.2, linewidth=0
+    )
     bottom.set_title("Drawdown of the cumulative excess return", y=1.0)
     bottom.legend(loc="lower left")
     bottom.grid(alpha=0.3)

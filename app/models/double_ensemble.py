@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -147,8 +147,10 @@ def permutation_importance(
     train: LearnData,
     loss_values: np.ndarray,
     rng: np.random.RandomState,
+    on_column: Callable[[], object] | None = None,
 ) -> np.ndarray:
-    """FS's ``g`` per column of ``train.x`` (module docstring); draws one permutation per column from ``rng``.
+    """FS's ``g`` per column of ``train.x`` (module docstring); draws one permutation per column from ``rng``;
+    ``on_column()`` is called as each column is done (progress: this is most of the time between sub-models).
 
     Sub-model i uses the columns ``subsets[i]``; ``train_preds[:, i]`` is its unpermuted train prediction,
     reused when it never splits on the permuted column (its prediction cannot change then).
@@ -173,6 +175,8 @@ def permutation_importance(
             sub_x[i][:, j] = kept
         d = pd.Series((train.y - total) ** 2 - loss_values)
         g[f] = np.mean(d) / (np.std(d) + 1e-7)  # pandas' mean and std(ddof=0), which np.mean/np.std call on a Series
+        if on_column is not None:
+            on_column()
     return np.nan_to_num(g, nan=0.0)
 
 
@@ -360,7 +364,11 @@ class DoubleEnsembleModel:
                         decay_k=self.decay ** (k + 1),
                     )
                 if self.enable_fs:
-                    g = permutation_importance(boosters, subsets, preds[:, : k + 1], train, loss_values, rng)
+                    bar.update(note=f"selecting features for sub-model {k + 2}")
+                    with ProgressBar(n_features, f"{name} feature selection", unit="features") as columns:
+                        g = permutation_importance(
+                            boosters, subsets, preds[:, : k + 1], train, loss_values, rng, on_column=columns.advance
+                        )
                     subset = pick_features(g, bins=self.bins_fs, ratios=self.sample_ratios, rng=rng)
         self._boosters = boosters
         self._sub_features = [[train.features[i] for i in s] for s in subsets]

@@ -49,6 +49,12 @@ def test_the_wheel_carries_the_config_tree_and_the_plugins(wheel_venv: Path, tmp
     plugins = subprocess.run([wheel_venv / "qtrain", "run", "--info", "plugins"], cwd=tmp_path, capture_output=True,
                              text=True)  # fmt: skip
     assert "CeleryLauncher" in plugins.stdout and "QtrainSweeper" in plugins.stdout, plugins.stdout[-3000:]
+    helps = [subprocess.run([wheel_venv / "qtrain", *args], cwd=tmp_path, capture_output=True, text=True)
+             for args in (["run", "--help"], ["--help"])]  # fmt: skip
+    for shown in helps:
+        assert shown.returncode == 0 and "Traceback" not in shown.stdout + shown.stderr, shown.stderr[-3000:]
+    assert "model: double_ensemble, gru, gru_ts, lgbm, mlp" in helps[0].stdout  # Hydra's app help, from the wheel
+    assert "qtrain data import | synth | features | info | check" in helps[1].stdout
 
 
 def test_a_worker_and_the_celery_launcher_from_the_wheel_train_a_job(

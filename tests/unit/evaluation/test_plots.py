@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.colors import to_rgb
 
 from app.evaluation.plots import excess_return_figure, ic_figure, quantile_figure
 from app.tracking.artifacts import stage_object
@@ -57,7 +58,23 @@ def test_quantile_and_excess_return_figures_draw_cumulative_series() -> None:
     top, bottom = excess_return_figure(report).axes
     curves = {line.get_label(): np.asarray(line.get_ydata()) for line in top.get_lines()}
     np.testing.assert_allclose(curves["excess with cost"], np.arange(1, len(DAYS) + 1) * 0.0005)
-    assert [c.get_label() for c in bottom.collections] == ["excess without cost", "excess with cost"]
+    colors = {line.get_label(): line.get_color() for line in top.get_lines()}
+    drawdowns = bottom.get_lines()
+    assert [line.get_label() for line in drawdowns] == ["excess without cost", "excess with cost"]
+    assert [line.get_color() for line in drawdowns] == [colors["excess without cost"], colors["excess with cost"]]
+    (area,) = bottom.collections  # one filled area: two translucent ones would blend into a third colour
+    assert to_rgb(area.get_facecolor()[0]) == to_rgb(colors["excess with cost"])
+    legend = bottom.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["excess without cost", "excess with cost"]
+    assert [h.get_color() for h in legend.legend_handles] == [line.get_color() for line in drawdowns]
+
+
+def test_drawdowns_are_what_the_cumulative_excess_lost_from_its_high() -> None:
+    report = pd.DataFrame({"return": [0.01, -0.02, 0.005, 0.02], "bench": 0.0, "cost": 0.001}, DAYS[:4])
+    _, bottom = excess_return_figure(report).axes
+    without, with_cost = (np.asarray(line.get_ydata()) for line in bottom.get_lines())
+    np.testing.assert_allclose(without, [0.0, -0.02, -0.015, 0.0])
+    np.testing.assert_allclose(with_cost, [0.0, -0.021, -0.017, 0.0])
 
 
 def test_importing_the_records_and_plotting_never_loads_pyplot() -> None:

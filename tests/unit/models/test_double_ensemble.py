@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from app.core.errors import ConfigError
+from app.core.progress import report_to
 from app.dataset.dataset import Dataset
 from app.models.base import Model, load_model
 from app.models.double_ensemble import (
@@ -222,6 +223,19 @@ def test_recorder_gets_one_curve_set_per_sub_model(fitted: tuple[DoubleEnsembleM
     assert keys == {f"sub{k}.{s}.l2" for k in (1, 2, 3) for s in ("train", "valid")}
     first = [step for m, step in recorder.calls if "sub1.train.l2" in m]
     assert first == list(range(len(first)))
+
+
+def test_feature_selection_reports_its_progress_column_by_column(signal20: Dataset) -> None:
+    reports: list[dict[str, object]] = []
+    model = DoubleEnsembleModel(num_models=2, epochs=5, early_stopping_rounds=5, sub_weights=[1, 1], **FAST)
+    with report_to(lambda fields: reports.append(dict(fields))):
+        model.fit(signal20)
+    columns = len(model.sub_features[0])  # the first sub-model is fitted on every column
+    selection = [r for r in reports if r["unit"] == "features"]
+    assert [r["done"] for r in selection] == list(range(1, columns + 1))
+    assert {(r["step"], r["total"]) for r in selection} == {("DoubleEnsembleModel feature selection", columns)}
+    before = reports[reports.index(selection[0]) - 1]
+    assert before["unit"] == "sub-models" and before["note"] == "selecting features for sub-model 2"
 
 
 def test_save_load_predict_identical(
