@@ -14,6 +14,7 @@ from pathlib import Path
 
 from app import __version__
 from app.cli.pool import add_pool_commands
+from app.cli.predict import add_inference_commands
 from app.core.errors import ConfigError, QtrainError
 from app.core.settings import SAMPLE_DAYS, SAMPLE_INSTRUMENTS, Settings, load_settings
 
@@ -105,12 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--format", default="md", choices=["md", "csv", "json"])
     rep.set_defaults(func=_report)
 
-    reg = commands.add_parser("register", help="register a run's model in the MLflow model registry")
-    reg.add_argument("run_id")
-    reg.add_argument("--name", required=True, help="registered model name")
-    reg.add_argument("--artifact-path", default="model", help="the run's model folder (default: model)")
-    reg.set_defaults(func=_register)
-
+    add_inference_commands(commands)
     add_pool_commands(commands)
 
     data = commands.add_parser("data", help="market data: import, synth, features, info, check")
@@ -325,14 +321,6 @@ def _report(args: argparse.Namespace, settings: Settings) -> None:
         print(markdown(rows))
         print("\n## mean ± std per configuration\n")
         print(markdown(summary))
-
-
-def _register(args: argparse.Namespace, settings: Settings) -> None:
-    from app.runtime import get_runtime
-
-    manager = get_runtime(settings).tracking()
-    version = manager.register_model(args.run_id, args.name, artifact_path=args.artifact_path)
-    print(f"registered {args.name} version {version} from run {args.run_id} ({args.artifact_path}/)")
 
 
 def _float(text: str, flag: str) -> float:

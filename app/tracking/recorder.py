@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from app.core.errors import ArtifactNotFoundError, ConfigError, NoActiveRunError, TrackingError
 from app.tracking.artifacts import StagedObject, candidate_names, read_artifact, stage_object
@@ -423,6 +423,13 @@ class Recorder:
                 self._client.log_artifacts(self.id, str(local_path), target)
             else:
                 self._client.log_artifact(self.id, str(local_path), artifact_path)
+
+    def log_pyfunc_model(self, model_dir: Path, **options: Any) -> str:
+        """Log a saved-model folder as the run's MLflow model (see :func:`app.tracking.logged_model.log_pyfunc_model`
+        for ``options``); returns the logged model's id."""
+        from app.tracking.logged_model import log_pyfunc_model
+
+        return log_pyfunc_model(self._client, self.id, self._experiment_id, model_dir, **options)
 
     def list_artifacts(self, path: str | None = None) -> list[str]:
         """Artifact paths directly under ``path`` (the root by default), folders included (staged ones too)."""

@@ -11,6 +11,7 @@ Both halves and :func:`task_train` share :func:`_log_task` and :func:`_train_in_
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import tempfile
 import threading
@@ -22,10 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from app import __version__
 from app.core.errors import ArtifactNotFoundError, ConfigError, RunStatusError
 from app.core.progress import report
 from app.data.store import QlibStore
 from app.dataset.cache import FeatureCache
+from app.dataset.dataset import Dataset
 from app.dataset.handler import DatasetSpec
 from app.evaluation.records import PlotQueue, RecordContext
 from app.models.base import Model
@@ -286,16 +289,56 @@ def _train_in_run(
     metrics: dict[str, float] = {}
     # The model and every record's artifacts go up in one upload as the block ends (also when it raises).
     with recorder.batched():
-        with _stage(recorder, timings, "records"), recorder.deferred_artifacts():
-            with tempfile.TemporaryDirectory(prefix="qtrain-model-") as tmp:
-                model.save(Path(tmp) / "model")
-                recorder.save_objects(model=Path(tmp) / "model")
-            ctx = RecordContext(model, dataset, components.store, recorder, plots)
-            for record in components.records:
-                log.info("record <%s>", record.name)
-                metrics |= record.generate(ctx)
+        with (
+            _stage(recorder, timings, "records"),
+            recorder.deferred_artifacts(),
+            tempfile.TemporaryDirectory(prefix="qtrain-model-") as tmp,
+        ):
+            model.save(Path(tmp) / "model")
+            recorder.save_objects(model=Path(tmp) / "model")
+            # the MLflow model (~0.1 s of MLflow transactions) is logged while the records run
+            # (the run exists by now: save_objects made a LazyRun create it, so the thread only uses it)
+            log_model = functools.partial(log_mlflow_model, recorder, Path(tmp) / "model", dataset, model.registry_name)
+            with _alongside(log_model):
+                ctx = RecordContext(model, dataset, components.store, recorder, plots)
+                for record in components.records:
+                    log.info("record <%s>", record.name)
+                    metrics |= record.generate(ctx)
         recorder.set_tags(**{STAGE_TAG: "done"})
     return TaskResult(recorder.id, metrics, timings=timings)
+
+
+def log_mlflow_model(recorder: Recorder, model_dir: Path, dataset: Dataset, model_type: str) -> str:
+    """Log the saved model as the run's MLflow ``pyfunc`` model, its signature the dataset's feature columns
+    (the input :mod:`app.models.pyfunc` scores); returns the logged model's id."""
+    step_len = getattr(dataset, "step_len", None)
+    return recorder.log_pyfunc_model(
+        model_dir,
+        feature_names=[str(name) for name in dataset.views.infer["feature"].columns],
+        pip_requirements=[f"qtrain=={__version__}"],
+        model_config={"step_len": step_len} if step_len is not None else None,
+        model_type=model_type,
+    )
+
+
+@contextmanager
+def _alongside(work: Callable[[], object]) -> Iterator[None]:
+    """Run ``work`` on a thread while the block runs; what it raised is raised as the block ends."""
+    done: Future[object] = Future()
+
+    def run() -> None:
+        try:
+            done.set_result(work())
+        except BaseException as exc:  # raised again below, on the caller's thread
+            done.set_exception(exc)
+
+    thread = threading.Thread(target=run, name="qtrain-mlflow-model", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
+    done.result()
 
 
 @contextmanager
