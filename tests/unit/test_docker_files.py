@@ -1,8 +1,9 @@
 """The process definitions (Procfile, docker/compose.yaml, the Dockerfiles) have the shape the deployment docs promise.
 
 Docker is not available to the tests, so compose.yaml is checked as data: services, queues, GPU reservations,
-published ports, secrets only by ``${VAR}`` from docker/.env, non-root images. Procfile lines are expanded by
-``sh`` exactly as honcho/foreman would run them.
+published ports, secrets only by ``${VAR}`` from docker/.env, non-root images, and the PostgreSQL init script
+that gives the task pool its database (run for real by ``psql``, the client the postgres image runs it with).
+Procfile lines are expanded by ``sh`` exactly as honcho/foreman would run them.
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 PROCESSES = {"mlflow", "worker-gpu", "worker-cpu", "flower"}
-SERVICES = {"redis", "mongo", "postgres", "mlflow", "flower", "worker-cpu", "worker-gpu"}
+SERVICES = {"redis", "postgres", "mlflow", "flower", "worker-cpu", "worker-gpu"}
 QTRAIN_SERVICES = ("mlflow", "flower", "worker-cpu", "worker-gpu", "worker-gpu1")
 WORKERS = ("worker-cpu", "worker-gpu", "worker-gpu1")
+PASSWORD = "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD in docker/.env}"
+# the task pool: database qtrain on the server that holds MLflow's database, as the same user
+TASK_STORE = f"postgresql://${{POSTGRES_USER:-mlflow}}:{PASSWORD}@postgres:5432/qtrain"
 SECRET_KEY = re.compile(r"PASSWORD|SECRET|TOKEN|AUTH", re.I)
 
 
@@ -112,10 +116,11 @@ def test_compose_services(compose: dict[str, Any]) -> None:
         build = service.get("build")
         if build:
             assert (DOCKER / build["context"] / build["dockerfile"]).is_file()
-    assert any(v.endswith(":/data/db") for v in services["mongo"]["volumes"])
     assert services["redis"]["image"].startswith("redis:")
-    assert services["mongo"]["image"].startswith("mongo:")
     assert services["postgres"]["image"].startswith("postgres:")
+    # one database server for MLflow and the task pool: nothing of MongoDB is left in the compose deployment
+    assert not [name for name, s in services.items() if "mongo" in (name + str(s.get("image", ""))).lower()]
+    assert "mongo" not in (DOCKER / "compose.yaml").read_text().lower()
 
 
 def test_compose_qtrain_services_read_docker_env(compose: dict[str, Any]) -> None:
@@ -124,14 +129,17 @@ def test_compose_qtrain_services_read_docker_env(compose: dict[str, Any]) -> Non
         assert services[name]["env_file"] == ".env", name
     for name in (*WORKERS, "flower"):
         env = services[name]["environment"]
-        assert env["QTRAIN_TASK_STORE"] == "mongodb://mongo:27017/qtrain"
-        assert env["QTRAIN_RESULT_BACKEND"] == "mongodb://mongo:27017/celery"
+        assert env["QTRAIN_TASK_STORE"] == TASK_STORE
+        assert env["QTRAIN_RESULT_BACKEND"] == "redis://redis:6379/1"
         assert env["QTRAIN_BROKER_URL"] == "redis://redis:6379/0"
         assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+        assert "QTRAIN_ARTIFACT_ROOT" not in env, "the MLflow server keeps the artifacts (--serve-artifacts)"
 
 
 def test_compose_workers_take_their_queues(compose: dict[str, Any]) -> None:
     services = compose["services"]
+    for name in WORKERS:  # they claim tasks from the pool on postgres
+        assert services[name]["depends_on"]["postgres"] == {"condition": "service_healthy"}, name
     cpu = _command(services["worker-cpu"])
     assert cpu[cpu.index("-Q") + 1] == "cpu"
     for name in ("worker-gpu", "worker-gpu1"):
@@ -175,6 +183,53 @@ def test_compose_mlflow_server_on_postgres(compose: dict[str, Any]) -> None:
     allowed = next(w for w in words if w.startswith("--allowed-hosts="))
     assert "mlflow:5000" in allowed.split("=", 1)[1].split(","), "workers reach MLflow as Host mlflow:5000"
     assert any(":/var/lib/mlflow/artifacts" in v for v in mlflow["volumes"])
+    # workers upload artifacts through the server: it shares no volume with them
+    assert not any(v.startswith("qtrain-state:") for v in mlflow["volumes"])
+    assert uri == f"postgresql://${{POSTGRES_USER:-mlflow}}:{PASSWORD}@postgres:5432/${{POSTGRES_DB:-mlflow}}"
+
+
+def test_compose_postgres_creates_the_task_pool_database(compose: dict[str, Any]) -> None:
+    postgres = compose["services"]["postgres"]
+    assert postgres["environment"]["POSTGRES_PASSWORD"] == PASSWORD
+    mounts = [v for v in postgres["volumes"] if v.split(":")[1] == "/docker-entrypoint-initdb.d"]
+    assert len(mounts) == 1
+    scripts = sorted((DOCKER / mounts[0].split(":")[0]).iterdir())
+    assert [s.name for s in scripts] == ["10-qtrain.sql"], "the image runs every *.sql / *.sh there, in name order"
+    database = TASK_STORE.rsplit("/", 1)[1]
+    assert database not in ("mlflow", "postgres"), "the task pool has a database of its own"
+    assert re.search(rf"^CREATE DATABASE {database};$", scripts[0].read_text(), flags=re.M)
+    # healthy only after the init scripts ran: the image's init-time server listens on no TCP address
+    assert "pg_isready -h 127.0.0.1 " in postgres["healthcheck"]["test"][1]
+
+
+def test_postgres_init_script_creates_the_database_on_a_real_server(postgres_server: str) -> None:
+    """Run the init script with psql as the image does (``psql -v ON_ERROR_STOP=1 -f``), then open the task
+    store on the database it made."""
+    import shutil
+    import uuid
+
+    import psycopg
+
+    from app.taskpool import open_pool
+
+    psql = shutil.which("psql")
+    if psql is None:
+        pytest.skip("psql (PostgreSQL's client, which the postgres image runs init scripts with) is not installed")
+    name = f"qtrain_init_{uuid.uuid4().hex[:10]}"  # the script's database under a name of this test's own
+    script = (DOCKER / "postgres-init" / "10-qtrain.sql").read_text().replace("DATABASE qtrain;", f"DATABASE {name};")
+    out = subprocess.run(
+        [psql, "-v", "ON_ERROR_STOP=1", "--no-psqlrc", "-d", postgres_server, "-f", "-"],
+        input=script, capture_output=True, text=True,
+    )  # fmt: skip
+    try:
+        assert out.returncode == 0, out.stderr
+        pool = open_pool(postgres_server.rsplit("/", 1)[0] + f"/{name}")
+        task, created = pool.submit("p", {"a": 1}, "h")  # qtrain makes its table on first use
+        assert created and pool.get(task.id).spec == {"a": 1}
+        pool.close()
+    finally:
+        with psycopg.connect(postgres_server, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_compose_has_no_literal_secrets(compose: dict[str, Any]) -> None:
@@ -198,6 +253,8 @@ def test_compose_variables_are_in_env_example() -> None:
     assert used <= documented, f"add to docker/.env.example: {sorted(used - documented)}"
     for key in ("FLOWER_BASIC_AUTH", "POSTGRES_PASSWORD"):
         assert re.search(rf"^{key}=$", example, flags=re.M), f"{key} must be empty in the example"
+    # a path here would make the compose workers write artifacts beside the server instead of through it
+    assert not re.search(r"^QTRAIN_ARTIFACT_ROOT=", example, flags=re.M)
 
 
 @pytest.mark.parametrize("name", ["Dockerfile.cpu", "Dockerfile.cuda"])
