@@ -107,6 +107,8 @@ class Runtime:
         kwargs: dict[str, Any] = {
             "cache": self.feature_cache,
             "checkpoint_root": self.settings.checkpoint_dir,
+            # hosts that share a tracking server need share no disk: a retry elsewhere resumes from the run's copy
+            "checkpoint_artifacts": self.settings.tracking_server,
             "lease_s": self.settings.lease_s,
             **options,
         }

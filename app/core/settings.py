@@ -35,6 +35,8 @@ ENV_VARS = {
     "QTRAIN_DEBUG": "1 to show tracebacks on CLI errors",
 }
 
+SERVER_SCHEMES = ("http://", "https://")
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -53,6 +55,11 @@ class Settings:
     checkpoint_dir: Path
     lease_s: float
     worker_threads: int | None
+
+    @property
+    def tracking_server(self) -> bool:
+        """Whether MLflow is a tracking server (``http(s)://``) rather than a store on this host's disk."""
+        return self.tracking_uri.startswith(SERVER_SCHEMES)
 
 
 def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
@@ -105,7 +112,7 @@ def _artifact_root(env: Mapping[str, str], tracking_uri: str, default: Path, bas
     raw = env.get("QTRAIN_ARTIFACT_ROOT")
     if raw is not None and re.match(r"^[A-Za-z][A-Za-z0-9+.-]+://|^mlflow-artifacts:", raw.strip()):
         return raw.strip()
-    if raw is None and tracking_uri.startswith(("http://", "https://")):
+    if raw is None and tracking_uri.startswith(SERVER_SCHEMES):
         return None
     return _path(env, "QTRAIN_ARTIFACT_ROOT", default, base)
 

@@ -7,6 +7,7 @@ or duplicated message finds the task running under someone else's live lease (or
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -55,6 +56,7 @@ class PoolWorker:
     lease_s: float = DEFAULT_LEASE_S
     redispatch: Callable[[TaskRecord], object] | None = None  # a message for a failed attempt's retry
     draw_plots_later: bool = False  # figures drawn after the task's result is recorded (a warm worker)
+    checkpoint_artifacts: bool = False  # torch checkpoints also go to the run's artifacts (hosts share no disk)
 
     def run(
         self,
@@ -80,7 +82,7 @@ class PoolWorker:
         lost = threading.Event()
         latest: dict[str, Any] = {}
         runs: list[str] = []  # the MLflow run this attempt started, whatever the pool says of the task later
-        with _Heartbeat(self.pool, task, self.lease_s, lost, latest, on_progress):
+        with _Heartbeat(self.pool, task, self.lease_s, lost, latest, on_progress), self._checkpoints(task, runs):
             try:
                 # training stops at its next round or epoch once the heartbeat is refused
                 with stop_when(lost), report_to(latest.update):
@@ -96,6 +98,18 @@ class PoolWorker:
             log.warning("task %s: lease lost while running; its run %s was ended KILLED", task.id, outcome.run_id)
             return replace(outcome, action="superseded", status=self.pool.get(task.id).status)
         return outcome
+
+    def _checkpoints(self, task: TaskRecord, runs: list[str]) -> contextlib.AbstractContextManager[object]:
+        """With ``checkpoint_artifacts``: the previous attempt's checkpoint (an artifact of its run) is brought into
+        this host's checkpoint directory, and this attempt's checkpoints go to its own run while it trains."""
+        if not self.checkpoint_artifacts or self.checkpoint_root is None or task.stage != "train" or task.delayed:
+            return contextlib.nullcontext()
+        from app.workflow.checkpoint_sync import CheckpointUploader, download_checkpoint
+
+        directory = self.checkpoint_root / TaskSpec.from_mapping(task.spec).hash
+        if task.run_id:
+            download_checkpoint(self.manager.client, task.run_id, directory)
+        return CheckpointUploader(self.manager.client, directory, lambda: runs[-1] if runs else None, self.lease_s / 3)
 
     def _execute(self, task: TaskRecord, started: Callable[[str], object]) -> AttemptOutcome:
         token = task.token or ""
