@@ -27,26 +27,21 @@ def _preload(**_: Any) -> None:
 
 @signals.worker_process_init.connect  # type: ignore[untyped-decorator]
 def _child_init(**_: Any) -> None:
-    """Each pool child draws its tasks' figures in a low-priority process of its own (not on a thread holding the
-    next task's GIL) and uses ``QTRAIN_WORKER_THREADS`` torch threads (torch otherwise takes every core per
-    process). Cheap on purpose: Celery waits for it before the child counts as started, so torch (~2 s to import)
-    is not imported here; its threads are set where a torch model is built (``app.distributed.worker``), or here if
-    it is already loaded."""
+    """Each pool child uses ``QTRAIN_WORKER_THREADS`` torch threads (torch otherwise takes every core per process).
+    Cheap on purpose: Celery waits for it before the child counts as started, so torch (~2 s to import) is not
+    imported here; its threads are set where a torch model is built (``app.distributed.worker``), or here if it is
+    already loaded. (Its figures are drawn on a thread: a daemonic pool child cannot start a drawing process.)"""
     from app.distributed.worker import limit_torch_threads
-    from app.evaluation.drawing import use_drawing_process
 
-    use_drawing_process()
     limit_torch_threads(get_settings().worker_threads)
 
 
 @signals.worker_process_shutdown.connect  # type: ignore[untyped-decorator]
 def _finish_plots(**_: Any) -> None:
     """A pool child's last runs keep their figures: wait for the drawing thread before the child exits."""
-    from app.evaluation.drawing import use_drawing_process
     from app.evaluation.records import wait_for_plots
 
     wait_for_plots()
-    use_drawing_process(False)  # and its drawing process stops
 
 
 @signals.worker_ready.connect  # type: ignore[untyped-decorator]

@@ -6,8 +6,9 @@ an 8-job sweep took ~6 s longer with the figures than without. :func:`use_drawin
 launcher calls it) moves the drawing into one spawned child at ``nice`` +10, which only takes CPU the jobs leave
 idle; the figures come back as PNG bytes, identical to those drawn in this process, and are uploaded here.
 
-Celery pool children (``app.celery``) draw in a process of their own too: on a worker, the figures of a task
-are drawn after its result is recorded, with whatever CPU the next task leaves.
+Celery pool children draw on their figure thread instead: a pool child is a daemonic billiard process, which
+multiprocessing lets start no child (and whose authentication key refuses to be sent to a spawned one). On a
+worker the figures of a task are drawn after its result is recorded, while the next task runs.
 """
 
 from __future__ import annotations

@@ -65,6 +65,11 @@ def test_artifacts_go_through_the_tracking_server(
         assert run.info.artifact_uri.startswith("mlflow-artifacts:/"), run.info.artifact_uri
         names = {a.path for a in client.list_artifacts(run_id)}
         assert {"pred.parquet", "spec.json", "model"} <= names, names
+
+        def figures(run_id: str = run_id) -> list[str]:  # drawn by the worker after the task's result is recorded
+            return [a.path for a in client.list_artifacts(run_id, "sig_analysis") if a.path.endswith(".png")]
+
+        wait_for(lambda: len(figures()) == 2, 60, f"the figures of run {run_id}")
         local = Path(client.download_artifacts(run_id, "pred.parquet", str(tmp_path / run_id)))
         assert len(pd.read_parquet(local)) > 0
     # nothing was written next to the worker or the client: the server holds every artifact
