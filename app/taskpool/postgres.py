@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from app.core.credentials import mask_url
+from app.core.credentials import mask_url, url_password
 from app.core.errors import TaskStoreError
 from app.taskpool import rules
 from app.taskpool.sql import SQLTaskPool
@@ -108,14 +108,20 @@ class PostgresDatabase:
             yield
         except psycopg.OperationalError as exc:
             self._local.conn = None
-            reason = " ".join(str(exc).split()) or type(exc).__name__
+            reason = self._reason(exc)
             raise TaskStoreError(
                 f"cannot reach PostgreSQL at {mask_url(self.url)} while {doing} ({reason}); start it or fix "
                 "QTRAIN_TASK_STORE"
             ) from exc
         except psycopg.Error as exc:
-            reason = " ".join(str(exc).split()) or type(exc).__name__
+            reason = self._reason(exc)
             raise TaskStoreError(f"PostgreSQL at {mask_url(self.url)} refused {doing} ({reason})") from exc
+
+    def _reason(self, exc: BaseException) -> str:
+        # libpq quotes the part of the URL it cannot parse, e.g. a badly percent-encoded password
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        password = url_password(self.url)
+        return reason.replace(password, "***") if password else reason
 
     def read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         conn = self._connection()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ import mongomock
 import pytest
 
 from app.core.credentials import mask_url
-from app.core.errors import ConfigError
+from app.core.errors import ConfigError, TaskStoreError
 from app.taskpool import SQLiteTaskPool, open_pool
 from app.taskpool.urls import mongo_database, sqlite_path
 
@@ -30,6 +31,8 @@ ROOT = Path(__file__).resolve().parents[3]
         ("sqlite:////srv/tasks.db", "sqlite:////srv/tasks.db"),
         ("mongodb://db/?tlsCertificateKeyFilePassword=pw&tls=true", "mongodb://db/?tlsCertificateKeyFilePassword=***&tls=true"),
         ("mongodb://db/?authMechanismProperties=AWS_SESSION_TOKEN:tok", "mongodb://db/?authMechanismProperties=***"),
+        ("postgresql://qtrain:s3cret@postgres:5432/qtrain", "postgresql://qtrain:***@postgres:5432/qtrain"),
+        ("postgres://u:p%40ss@db/qtrain?sslmode=require&password=pw2", "postgres://u:***@db/qtrain?sslmode=require&password=***"),
         ("not a url", "not a url"),
     ],
 )  # fmt: skip
@@ -94,6 +97,44 @@ def test_open_pool_refuses_other_urls_naming_the_variable_and_both_forms(url: st
     text = str(info.value)
     assert "QTRAIN_TASK_STORE" in text and "sqlite:///" in text and "mongodb://" in text and "postgresql://" in text
     assert "hunter2" not in text
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://qtrain:hunter2@127.0.0.1:1/qtrain",  # nothing listens: libpq's connection error
+        "postgresql://qtrain:hunter2%zz@127.0.0.1:1/qtrain",  # libpq quotes the badly encoded password it rejects
+    ],
+)
+def test_postgresql_store_errors_hide_the_password(url: str) -> None:
+    pool = open_pool(url)
+    assert "hunter2" not in repr(pool)
+    with pytest.raises(TaskStoreError) as info:
+        pool.pools()
+    text = str(info.value)
+    assert "PostgreSQL at postgresql://qtrain:***@127.0.0.1:1/qtrain" in text
+    assert "hunter2" not in text
+
+
+def test_pool_status_shows_the_postgresql_store_masked(
+    postgres_server: str, postgres_schema: str, tmp_path: Path
+) -> None:
+    import psycopg
+
+    with psycopg.connect(postgres_server, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{postgres_schema}"')
+    # the suite's server trusts local logins, so it accepts (and ignores) the password
+    url = postgres_server.replace("://postgres@", "://postgres:hunter2@")
+    url += f"?options=-csearch_path%3D{postgres_schema}"
+    env = {**os.environ, "QTRAIN_TASK_STORE": url, "QTRAIN_HOME": str(tmp_path), "COLUMNS": "200"}
+    out = subprocess.run(
+        [sys.executable, "-c", "from app.cli import console; console()", "pool", "status"],
+        cwd=ROOT, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    title = "".join(out.stdout.split())  # rich wraps the title to the table's width
+    assert f"taskpoolsat{mask_url(url)}" in title and "postgres:***@" in title
+    assert "hunter2" not in out.stdout + out.stderr
 
 
 def test_importing_the_task_pool_does_not_import_pymongo() -> None:
