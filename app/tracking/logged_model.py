@@ -92,24 +92,26 @@ def write_pyfunc_dir(
     import platform
 
     import mlflow
-    import mlflow.pyfunc
     import yaml
 
+    python = platform.python_version()
     path.mkdir(parents=True)
     shutil.copytree(model_dir, path / "data" / model_dir.name)
-    mlflow.pyfunc.add_to_model(
-        meta,
-        loader_module=LOADER_MODULE,
-        data=f"data/{model_dir.name}",
-        conda_env="conda.yaml",
-        python_env="python_env.yaml",
-        model_config=dict(model_config) if model_config else None,
-        streamable=False,
-    )
+    # the python_function flavour as mlflow.pyfunc.add_to_model writes it (mlflow.pyfunc is not imported here: its
+    # PythonModel route pickles, and tracking code never goes near it)
+    flavor: dict[str, Any] = {
+        "loader_module": LOADER_MODULE,
+        "python_version": python,
+        "data": f"data/{model_dir.name}",
+        "env": {"conda": "conda.yaml", "virtualenv": "python_env.yaml"},
+        "streamable": False,
+    }
+    if model_config:
+        flavor["config"] = dict(model_config)
+    meta.add_flavor("python_function", **flavor)
     meta.model_size_bytes = sum(f.stat().st_size for f in (path / "data").rglob("*") if f.is_file())
     meta.save(str(path / "MLmodel"))
     pip = [f"mlflow=={mlflow.__version__}", *pip_requirements]
-    python = platform.python_version()
     (path / "requirements.txt").write_text("\n".join(pip) + "\n")
     env = {"python": python, "build_dependencies": ["pip"], "dependencies": ["-r requirements.txt"]}
     (path / "python_env.yaml").write_text(yaml.safe_dump(env, default_flow_style=False))
