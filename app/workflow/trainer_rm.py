@@ -202,14 +202,15 @@ class TrainerRM(TrainerR):
     ) -> list[TaskRecord]:
         """Validate (build) every spec, then add them to the pool and dispatch the new ones; ``limits`` (default:
         the trainer's) are the Celery time limits of their messages, ``labels`` (one per spec, or none) what people
-        tell the tasks by (``lgbm seed=1``: Flower's task name, ``qtrain pool list``).
+        tell the tasks by (``lgbm seed=1``: Flower's task name, ``qtrain pool list``; default: each spec's run name,
+        ``lgbm-alpha158-seed0-3fa2c1``, e.g. for the windows of a rolling ``trainer=celery`` run).
 
         Raises:
             ConfigError, DataError: a spec cannot be built; nothing has been submitted then.
         """
         queues = [self.build(spec).model.queue for spec in specs]  # every spec is checked before any is queued
         tasks = []
-        for spec, queue, label in zip(specs, queues, labels or [""] * len(specs), strict=True):
+        for spec, queue, label in zip(specs, queues, labels or [s.run_name for s in specs], strict=True):
             task, created = self.pool.submit(
                 self.pool_name, spec.body, spec.hash, queue=queue, experiment=self.experiment_name,
                 priority=self.priority, max_attempts=self.max_attempts, delayed=self.delayed,

@@ -48,6 +48,10 @@ def test_submit_stores_each_spec_once_and_sends_one_message_to_its_queue(pool: T
     assert [(m.task_id, m.queue) for m in broker.sent] == [(tasks[0].id, "cpu"), (tasks[1].id, "gpu")]
     stored = pool.get(tasks[1].id)
     assert (stored.status, stored.priority, stored.max_attempts, stored.dispatches) == ("waiting", 3, 2, 1)
+    # without labels (trainer=celery, rolling windows) a task is told by its run name
+    assert [pool.get(t.id).label for t in tasks] == [_spec(0).run_name, _spec(1, queue="gpu").run_name]
+    labelled = trainer.submit([_spec(2)], labels=["lgbm seed=2"])
+    assert pool.get(labelled[0].id).label == "lgbm seed=2"
 
 
 def test_reconcile_resends_only_messages_that_are_gone(pool: TaskPool, broker: MemoryBroker) -> None:
