@@ -210,6 +210,7 @@ def _report(
     outcome: dict[str, Any], experiment: str, task_hash: str, manager: Any, tracking_uri: str, *, quiet: bool
 ) -> None:
     from app.core.credentials import mask_url
+    from app.tracking.backend import LOCAL_UI, run_page_url
     from app.tracking.summary import KEY_METRICS
 
     run = outcome["run_id"] or "(none)"
@@ -222,6 +223,7 @@ def _report(
             print(f"  {title:<32} {outcome['metrics'][key]: .4f}")
     if tracking_uri.startswith(("http://", "https://")):  # a tracking server: its UI shows the run (each job's)
         experiment_id = manager.client.get_run(run).info.experiment_id
-        print(f"see it in the MLflow UI: {mask_url(tracking_uri).rstrip('/')}/#/experiments/{experiment_id}/runs/{run}")
+        print(f"see it in the MLflow UI: {run_page_url(tracking_uri, experiment_id, run)}")
     elif not quiet:
-        print(f"open the MLflow UI on it: mlflow ui --backend-store-uri {mask_url(tracking_uri)}")
+        page = run_page_url(LOCAL_UI, manager.client.get_run(run).info.experiment_id, run)
+        print(f"open the MLflow UI on it: mlflow ui --backend-store-uri {mask_url(tracking_uri)}, then {page}")

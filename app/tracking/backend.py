@@ -210,3 +210,15 @@ def local_artifact_dir(artifact_uri: str) -> Path | None:
     if parsed.scheme == "file" and parsed.netloc in ("", "localhost"):
         return Path(unquote(parsed.path))
     return None
+
+
+# MLflow 3.17's UI shows an experiment as GenAI (overview, traces, "Evaluations") or as model training (the runs
+# table) by its GenAI / Model training switch, which it takes from this URL parameter (the experiment-kind tag alone
+# does not change it); links qtrain prints open in model-training mode
+UI_MODEL_TRAINING = "workflowType=machine_learning"
+LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
+
+
+def run_page_url(ui_url: str, experiment_id: str, run_id: str) -> str:
+    """The page of run ``run_id`` in the MLflow UI at ``ui_url`` (credentials masked), in model-training mode."""
+    return f"{mask_url(ui_url).rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?{UI_MODEL_TRAINING}"

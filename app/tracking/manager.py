@@ -39,8 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_EXPERIMENT = "qtrain"
-# MLflow 3's UI opens an experiment by its kind: without this tag on the GenAI overview, with the runs under
-# "Evaluations"; this is the value its own experiment-type selector stores for classic model training
+# The experiment's kind as MLflow records it: the value its experiment-type selector stores for classic model
+# training (MLflow 3.17's UI itself takes GenAI or model-training mode from the link: backend.UI_MODEL_TRAINING)
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_KIND = "custom_model_development"
 

@@ -50,6 +50,8 @@ def test_the_lgbm_preset_trains_and_records(tmp_path: Path, market: Path) -> Non
     runs = _runs(tmp_path, "lgbm_alpha158")
     assert list(runs["status"]) == ["FINISHED"] and runs["tags.feature_cache"].iloc[0] == "miss"
     assert runs["params.seed"].iloc[0] == "3" and "metrics.1day.excess_return_with_cost.annualized_return" in runs
+    page = f"http://127.0.0.1:5000/#/experiments/{runs['experiment_id'].iloc[0]}/runs/{runs['run_id'].iloc[0]}"
+    assert f", then {page}?workflowType=machine_learning\n" in out.stdout  # the run, in model-training mode
     report = _qtrain(tmp_path, market, "report", "lgbm_alpha158")
     assert report.returncode == 0 and "LightGBMModel" in report.stdout and "FINISHED" in report.stdout
 

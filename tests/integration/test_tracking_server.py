@@ -95,7 +95,9 @@ def test_a_local_sweep_on_a_server_prints_each_runs_ui_page_and_names_runs(
     assert all(run.info.run_name.endswith(run.data.tags["task_hash"][:6]) for run in runs)
     pages = [line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("see it in the MLflow UI: ")]
     assert sorted(pages) == sorted(
-        f"{tracking_server}/#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}" for run in runs
+        f"{tracking_server}/#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}"
+        "?workflowType=machine_learning"  # MLflow 3.17's UI opens it in model-training mode, not GenAI
+        for run in runs
     )
     with urllib.request.urlopen(pages[0], timeout=10) as page:  # the server's UI answers there
         assert page.status == 200

@@ -7,6 +7,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 
 from app.tracking import ExpManager
+from app.tracking.backend import run_page_url
 from app.tracking.manager import EXPERIMENT_KIND_TAG
 from app.workflow.spec import TaskSpec
 from app.workflow.train import begin_task_train
@@ -61,3 +62,8 @@ def test_runs_are_named_after_model_handler_seed_and_task(manager: ExpManager, t
 def test_a_spec_without_model_or_seed_is_named_by_its_hash() -> None:
     spec = TaskSpec.from_mapping({"data": {"market": "synth"}})
     assert spec.run_name == spec.hash[:6]
+
+
+def test_printed_ui_pages_open_in_model_training_mode_without_credentials() -> None:
+    url = run_page_url("http://qtrain:s3cret@mlflow:5000/", "3", "abc")
+    assert url == "http://qtrain:***@mlflow:5000/#/experiments/3/runs/abc?workflowType=machine_learning"
