@@ -31,6 +31,7 @@ from app.config.jobs import (
 from app.config.objective import objective_value
 from app.core.errors import QtrainError
 from app.core.settings import get_settings
+from app.tracking.backend import check_tracking_location
 
 EXIT_CONFIG = 2
 EXIT_TASK_FAILED = 1
@@ -53,6 +54,7 @@ def run(argv: Sequence[str]) -> int:
     if not inspecting:
         try:
             config_name = args.config_name or "config"
+            check_tracking_location(get_settings().tracking_uri)  # a dead tracking server: one line, before any work
             jobs = validate_jobs(args.overrides, multirun=args.multirun, config_name=config_name)
             if not args.multirun and composed_targets("hydra.launcher") & {CELERY_LAUNCHER}:
                 # Hydra hands a run without -m to no launcher: it would train here, silently

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SQLITE_PREFIX = "sqlite:///"
+SERVER_TIMEOUT_S = 5.0  # a tracking server's answer to /health
 URI_HINT = "use sqlite:///<path>/mlflow.db (embedded) or http://<host>:5000 (an MLflow server) in MLFLOW_TRACKING_URI"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
@@ -92,11 +93,16 @@ def file_lock(path: Path) -> Iterator[None]:
 
 
 def check_tracking_location(tracking_uri: str) -> None:
-    """Cheap checks that need no MLflow: a ``sqlite:///`` DB's folder exists or can be created.
+    """Cheap checks that need no MLflow: a ``sqlite:///`` DB's folder exists or can be created; a tracking server
+    (``http(s)://``) answers ``/health`` within :data:`SERVER_TIMEOUT_S` (MLflow's own client would retry a dead
+    server for minutes, with the run's work already done).
 
     Raises:
-        TrackingError: the folder cannot be created.
+        TrackingError: the folder cannot be created, or the server does not answer.
     """
+    if tracking_uri.startswith(("http://", "https://")):
+        ping_tracking_server(tracking_uri)
+        return
     db = sqlite_path(tracking_uri)
     if db is None:
         return
@@ -104,6 +110,36 @@ def check_tracking_location(tracking_uri: str) -> None:
         db.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise TrackingError(f"cannot create the folder of tracking DB {db}: {exc}; {URI_HINT}") from exc
+
+
+def ping_tracking_server(tracking_uri: str, timeout_s: float = SERVER_TIMEOUT_S) -> None:
+    """Ask the MLflow server at ``tracking_uri`` for ``/health``.
+
+    Raises:
+        TrackingError: no answer within ``timeout_s``, or an answer that is not a healthy MLflow server.
+    """
+    import urllib.error
+    import urllib.request
+
+    parts = urlparse(tracking_uri)
+    port = f":{parts.port}" if parts.port else ""
+    health = f"{parts.scheme}://{parts.hostname}{port}{parts.path.rstrip('/')}/health"  # no credentials in it
+    where = f"tracking server {mask_url(tracking_uri)} (MLFLOW_TRACKING_URI)"
+    try:
+        with urllib.request.urlopen(health, timeout=timeout_s) as answer:
+            if answer.status == 200:
+                return
+            reason = f"HTTP {answer.status}"
+    except urllib.error.HTTPError as exc:
+        reason = f"HTTP {exc.code} from {health}"
+    except TimeoutError:
+        reason = f"no answer within {timeout_s:g}s"
+    except (OSError, ValueError) as exc:
+        reason = str(getattr(exc, "reason", exc))
+    raise TrackingError(
+        f"{where} did not answer /health ({reason}); start it "
+        "(mlflow server --host HOST --port 5000 --serve-artifacts) or point MLFLOW_TRACKING_URI at a running one"
+    )
 
 
 def prepare_tracking_store(
