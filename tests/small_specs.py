@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -62,3 +65,12 @@ def small_spec(root: Path, segments: dict[str, list[str]], *, seed: int = 0, **m
             },
         ],
     }
+
+
+def qtrain_in(work: Path, market: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """``qtrain ARGS`` run in ``work`` (made if missing) on ``market``, with no other QTRAIN_/MLFLOW_ setting."""
+    work.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QTRAIN_", "MLFLOW_"))}
+    env["QTRAIN_DATA_DIR"] = str(market)
+    qtrain = Path(sys.executable).with_name("qtrain")
+    return subprocess.run([str(qtrain), *args], cwd=work, env=env, capture_output=True, text=True, timeout=timeout)

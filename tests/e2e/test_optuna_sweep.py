@@ -4,10 +4,8 @@ optimise fails before anything trains."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,7 @@ from app.config.jobs import validate_jobs
 from app.core.errors import ConfigError
 from app.data.synth import SynthSpec, write_synth_market
 from app.tracking.manager import ExpManager
-from tests.small_specs import QUICK_LGBM, SEGMENTS
+from tests.small_specs import QUICK_LGBM, SEGMENTS, qtrain_in
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
@@ -36,11 +34,7 @@ def market(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _qtrain(work: Path, market: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    work.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QTRAIN_", "MLFLOW_"))}
-    env["QTRAIN_DATA_DIR"] = str(market)
-    qtrain = Path(sys.executable).with_name("qtrain")
-    return subprocess.run([str(qtrain), *args], cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    return qtrain_in(work, market, *args, timeout=600)
 
 
 def test_a_local_optuna_sweep_optimises_the_objective_and_prints_the_best_trial(tmp_path: Path, market: Path) -> None:

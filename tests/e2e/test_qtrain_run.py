@@ -3,9 +3,7 @@ that fail before anything is trained."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +13,7 @@ from app.config.jobs import validate_jobs
 from app.core.errors import QtrainError
 from app.data.synth import SynthSpec, write_synth_market
 from app.tracking.manager import ExpManager
-from tests.small_specs import QUICK_LGBM, SEGMENTS
+from tests.small_specs import QUICK_LGBM, SEGMENTS, qtrain_in
 
 pytestmark = pytest.mark.slow
 
@@ -30,11 +28,7 @@ def market(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _qtrain(work: Path, market: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    work.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QTRAIN_", "MLFLOW_"))}
-    env["QTRAIN_DATA_DIR"] = str(market)
-    qtrain = Path(sys.executable).with_name("qtrain")
-    return subprocess.run([str(qtrain), *args], cwd=work, env=env, capture_output=True, text=True, timeout=900)
+    return qtrain_in(work, market, *args, timeout=900)
 
 
 def _runs(work: Path, experiment: str = "qtrain") -> pd.DataFrame:
