@@ -506,9 +506,7 @@ class MongoTaskPool:
         """
         ids = list(dict.fromkeys(task_ids))
         docs = builtins.list(coll.find({"_id": {"$in": ids}}))
-        missing = sorted(set(ids) - {doc["_id"] for doc in docs})
-        if missing:
-            raise TaskNotFoundError(f"cannot {doing}: no task {', '.join(map(repr, missing))} in {self.where}")
+        rules.check_found(ids, (doc["_id"] for doc in docs), doing, self.where)
         return docs
 
     def cancel(self, task_ids: Sequence[str]) -> int:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from app.core.errors import ConfigError, TaskPoolError
+from app.core.errors import ConfigError, TaskNotFoundError, TaskPoolError
 from app.taskpool.base import STATUSES, Stage, Status
 
 Clock = Callable[[], float]  # seconds since the epoch, like time.time
@@ -215,6 +215,17 @@ def check_part_done(task_id: str, delayed: bool, stage: str) -> None:
         )
     if stage != "train":
         raise TaskPoolError(f"task {task_id} is running its 'end' stage, which ends with finish(), not part_done()")
+
+
+def check_found(wanted: Iterable[str], found: Iterable[str], doing: str, where: str) -> None:
+    """Refuse a command naming tasks the store does not hold (before anything changes).
+
+    Raises:
+        TaskNotFoundError: one of ``wanted`` is not in ``found``.
+    """
+    missing = sorted(set(wanted) - set(found))
+    if missing:
+        raise TaskNotFoundError(f"cannot {doing}: no task {', '.join(map(repr, missing))} in {where}")
 
 
 def new_id() -> str:

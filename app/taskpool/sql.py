@@ -431,9 +431,7 @@ class SQLTaskPool:
         rows: builtins.list[Any] = conn.execute(
             f"SELECT * FROM tasks WHERE id IN ({marks}){self._lock}", ids
         ).fetchall()
-        missing = sorted(set(ids) - {row["id"] for row in rows})
-        if missing:
-            raise TaskNotFoundError(f"cannot {doing}: no task {', '.join(map(repr, missing))} in {self.where}")
+        rules.check_found(ids, (row["id"] for row in rows), doing, self.where)
         return rows
 
     def cancel(self, task_ids: Sequence[str]) -> int:
