@@ -20,6 +20,7 @@ from urllib.parse import unquote, urlparse
 
 from app.core.credentials import mask_url
 from app.core.errors import ConfigError, TrackingError
+from app.core.settings import SERVER_SCHEMES
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -100,7 +101,7 @@ def check_tracking_location(tracking_uri: str) -> None:
     Raises:
         TrackingError: the folder cannot be created, or the server does not answer.
     """
-    if tracking_uri.startswith(("http://", "https://")):
+    if tracking_uri.startswith(SERVER_SCHEMES):
         ping_tracking_server(tracking_uri)
         return
     db = sqlite_path(tracking_uri)

@@ -75,7 +75,8 @@ class CheckpointUploader:
         self, client: MlflowClient, directory: Path, run_id: Callable[[], str | None], period_s: float
     ) -> None:
         self.client, self.directory, self.run_id, self.period_s = client, directory, run_id, period_s
-        self.uploaded: dict[str, tuple[int, str]] = {}  # run id -> (state.json mtime_ns, its resume file)
+        self.uploaded: dict[str, tuple[int, frozenset[str]]] = {}  # run id -> (state.json mtime_ns, files it named)
+        self._repos: dict[str, Any] = {}  # run id -> its artifact repository (to delete stale files)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="checkpoint-upload", daemon=True)
 
@@ -95,44 +96,44 @@ class CheckpointUploader:
                 log.warning("checkpoint of %s not uploaded: %s", self.directory, exc)
 
     def upload_once(self) -> bool:
-        """Upload the checkpoint if it changed since the last upload to this run; True when it did."""
+        """Upload the checkpoint if it changed since the last upload to this run; True when it did. Only the tensor
+        files this run has not received yet go up (a file's name fixes its content), then ``state.json``."""
         run_id = self.run_id()
         state_path = self.directory / STATE_FILE
         if run_id is None or not state_path.exists():
             return False
+        last_mtime, sent = self.uploaded.get(run_id, (None, frozenset()))
+        if state_path.stat().st_mtime_ns == last_mtime:
+            return False
         with tempfile.TemporaryDirectory(prefix="qtrain-ckpt-up-") as tmp:
             staged = Path(tmp)
             # hard links pin this state's files: the training thread may replace and delete them meanwhile
-            mtime = state_path.stat().st_mtime_ns
             os.link(state_path, staged / STATE_FILE)
+            mtime = (staged / STATE_FILE).stat().st_mtime_ns
             state = json.loads((staged / STATE_FILE).read_text())
-            if self.uploaded.get(run_id, (None, ""))[0] == mtime:
-                return False
+            names = frozenset(_named_files(state))
             try:
-                for name in _named_files(state):
+                for name in names - sent:
                     os.link(self.directory / name, staged / name)
             except FileNotFoundError:  # replaced between the two reads: the next period takes the new state
                 return False
-            for name in _named_files(state):
+            for name in sorted(names - sent):
                 self.client.log_artifact(run_id, str(staged / name), ARTIFACT_DIR)
             self.client.log_artifact(run_id, str(staged / STATE_FILE), ARTIFACT_DIR)
-            self._delete_stale(run_id, set(_named_files(state)))
-            self.uploaded[run_id] = (mtime, str(state.get("resume_file")))
+        self._delete(run_id, sent - names)
+        self.uploaded[run_id] = (mtime, names)
         log.info("checkpoint after %s epochs uploaded to run %s", state.get("epochs_done"), run_id)
         return True
 
-    def _delete_stale(self, run_id: str, keep: set[str]) -> None:
+    def _delete(self, run_id: str, stale: frozenset[str]) -> None:
         """Drop the run's checkpoint files the new state no longer names, where the artifact store can delete."""
-        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
-        stale = [
-            a.path for a in self.client.list_artifacts(run_id, ARTIFACT_DIR)
-            if Path(a.path).name not in keep | {STATE_FILE}
-        ]  # fmt: skip
         if not stale:
             return
-        uri = self.client.get_run(run_id).info.artifact_uri
-        repo = get_artifact_repository(uri, tracking_uri=self.client.tracking_uri)
-        for path in stale:
+        if run_id not in self._repos:
+            from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+            uri = self.client.get_run(run_id).info.artifact_uri
+            self._repos[run_id] = get_artifact_repository(uri, tracking_uri=self.client.tracking_uri)
+        for name in sorted(stale):
             with contextlib.suppress(NotImplementedError):
-                repo.delete_artifacts(path)  # type: ignore[no-untyped-call]
+                self._repos[run_id].delete_artifacts(f"{ARTIFACT_DIR}/{name}")

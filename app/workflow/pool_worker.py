@@ -106,7 +106,7 @@ class PoolWorker:
             return contextlib.nullcontext()
         from app.workflow.checkpoint_sync import CheckpointUploader, download_checkpoint
 
-        directory = self.checkpoint_root / TaskSpec.from_mapping(task.spec).hash
+        directory = self.checkpoint_root / task.hash  # where _build points the model (the spec's hash)
         if task.run_id:
             download_checkpoint(self.manager.client, task.run_id, directory)
         return CheckpointUploader(self.manager.client, directory, lambda: runs[-1] if runs else None, self.lease_s / 3)

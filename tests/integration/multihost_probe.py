@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -38,11 +39,12 @@ def victim(timeout_s: float) -> dict[str, Any]:
         for task in tasks:
             if task.status != "running" or not task.run_id or task.worker not in finished_by:
                 continue
-            try:
-                state = client.download_artifacts(task.run_id, "checkpoint/state.json", "/tmp")
-            except Exception:
-                continue
-            epochs = json.loads(Path(state).read_text())["epochs_done"]
+            with tempfile.TemporaryDirectory() as tmp:
+                try:
+                    state = client.download_artifacts(task.run_id, "checkpoint/state.json", tmp)
+                except Exception:
+                    continue
+                epochs = json.loads(Path(state).read_text())["epochs_done"]
             return {"task": task.id, "worker": task.worker, "run_id": task.run_id, "epochs": epochs}
         time.sleep(0.3)
     raise SystemExit(f"no task trained on a worker that had finished one within {timeout_s}s")
