@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,11 +299,13 @@ def _train_in_run(
             # the MLflow model (~0.1 s of MLflow transactions) is logged while the records run
             # (the run exists by now: save_objects made a LazyRun create it, so the thread only uses it)
             log_model = functools.partial(log_mlflow_model, recorder, Path(tmp) / "model", dataset, model.registry_name)
-            with _alongside(log_model):
+            with ThreadPoolExecutor(1, thread_name_prefix="qtrain-mlflow-model") as alongside:
+                logged = alongside.submit(log_model)
                 ctx = RecordContext(model, dataset, components.store, recorder, plots)
                 for record in components.records:
                     log.info("record <%s>", record.name)
                     metrics |= record.generate(ctx)
+            logged.result()  # what logging the model raised, raised here
         recorder.set_tags(**{STAGE_TAG: "done"})
     return TaskResult(recorder.id, metrics, timings=timings)
 
@@ -319,26 +321,6 @@ def log_mlflow_model(recorder: Recorder, model_dir: Path, dataset: Dataset, mode
         model_config={"step_len": step_len} if step_len is not None else None,
         model_type=model_type,
     )
-
-
-@contextmanager
-def _alongside(work: Callable[[], object]) -> Iterator[None]:
-    """Run ``work`` on a thread while the block runs; what it raised is raised as the block ends."""
-    done: Future[object] = Future()
-
-    def run() -> None:
-        try:
-            done.set_result(work())
-        except BaseException as exc:  # raised again below, on the caller's thread
-            done.set_exception(exc)
-
-    thread = threading.Thread(target=run, name="qtrain-mlflow-model", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        thread.join()
-    done.result()
 
 
 @contextmanager
