@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from app.core.errors import ArtifactNotFoundError, ConfigError, DateRangeError, RunStatusError
+from app.core.errors import ArtifactNotFoundError, ConfigError, DateRangeError
 from app.data.store import QlibStore
 from app.dataset.cache import FeatureCache
 from app.dataset.dataset import Dataset, TSDataset
@@ -38,7 +38,7 @@ from app.tracking.backend import local_artifact_dir
 from app.tracking.manager import ExpManager
 from app.tracking.recorder import Recorder
 from app.workflow.spec import TaskSpec
-from app.workflow.train import Components
+from app.workflow.train import Components, stored_spec
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def read_run_spec(manager: ExpManager, run_id: str) -> tuple[Recorder, TaskSpec]
             f"{', '.join(sorted(held)) or 'nothing'}); only a run trained to the end has a model to predict with. "
             "Pick a FINISHED run (qtrain report EXPERIMENT lists them)"
         )
-    return recorder, _spec_of(recorder)
+    return recorder, stored_spec(recorder, recorder.status)
 
 
 def model_folder(recorder: Recorder, scratch: Path) -> Path:
@@ -84,18 +84,6 @@ def model_folder(recorder: Recorder, scratch: Path) -> Path:
     loaded = recorder.load_object("model", dst_dir=scratch)
     assert isinstance(loaded, Path)
     return loaded
-
-
-def _spec_of(recorder: Recorder) -> TaskSpec:
-    body = recorder.load_object("spec")
-    if not isinstance(body, dict):
-        raise RunStatusError(recorder.id, recorder.status, f"run {recorder.id}: artifact 'spec' is not a mapping")
-    try:
-        return TaskSpec.from_mapping(body)
-    except ConfigError as exc:
-        raise RunStatusError(
-            recorder.id, recorder.status, f"run {recorder.id}: 'spec' is no task spec ({exc})"
-        ) from exc
 
 
 def plan_prediction(

@@ -226,7 +226,7 @@ def end_task_train(
             f"run {run_id} is RUNNING: another process may be training it. If that process died, mark the run "
             f"KILLED (manager.client.set_terminated({run_id!r}, 'KILLED')) and call end_task_train again",
         )
-    spec = _stored_spec(recorder, status)
+    spec = stored_spec(recorder, status)
     with manager.start(run_id=run_id) as resumed:
         return _train_in_run(resumed, build(spec), cache)
 
@@ -238,7 +238,12 @@ def _log_task(recorder: Recorder, spec: TaskSpec) -> None:
         recorder.set_tags(**{STAGE_TAG: "begun"})
 
 
-def _stored_spec(recorder: Recorder, status: str) -> TaskSpec:
+def stored_spec(recorder: Recorder, status: str) -> TaskSpec:
+    """The task spec a run stored (its ``spec`` artifact), checked against the run's ``task_hash`` tag.
+
+    Raises:
+        RunStatusError: no spec artifact, one that is not a task spec, or one that no longer hashes to the tag.
+    """
     run_id = recorder.id
     try:
         body = recorder.load_object("spec")
