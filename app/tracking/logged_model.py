@@ -2,9 +2,10 @@
 
 The MLflow model folder holds ``MLmodel`` (flavour ``python_function`` with ``loader_module`` naming qtrain's
 loader, the input/output signature), the requirements, and the model's own saved folder as its ``data``:
-``model.json`` plus native files, never a pickle. It is written with ``mlflow.pyfunc.save_model`` and uploaded
-to the logged model's own artifact location; the run lists it among its outputs, so the MLflow UI shows it
-under the run's "Logged models" and ``mlflow.pyfunc.load_model("models:/<model id>")`` loads it.
+``model.json`` plus native files, never a pickle. It is written as ``mlflow.pyfunc.save_model`` would write it
+(:func:`write_pyfunc_dir`) and uploaded to the logged model's own artifact location; the run lists it among its
+outputs, so the MLflow UI shows it under the run's "Logged models" and ``mlflow.pyfunc.load_model("models:/<model
+id>")`` loads it.
 """
 
 from __future__ import annotations
