@@ -46,3 +46,21 @@ def test_pool_list_shows_each_tasks_label(tmp_path: Path) -> None:
     }
     assert "│ lgbm seed=0 " in rows[first.id] and "│ double_ensemble seed=1 " in rows[second.id]
     assert " job " in out.stdout
+
+
+def test_the_sent_event_names_the_task_as_the_worker_does() -> None:
+    """Flower keeps the name of whichever of task-sent (client) and task-received (worker) comes last: both must
+    carry the label, or a late task-sent shows plain ``qtrain.train`` again."""
+    from app.core.settings import load_settings
+    from app.distributed.broker import TRAIN_TASK
+    from app.distributed.celery_config import make_app
+
+    celery = make_app(load_settings({"QTRAIN_BROKER_URL": "redis://127.0.0.1:6379/9"}, Path("/tmp")))
+    labelled = celery.amqp.create_task_message(
+        "t.1", TRAIN_TASK, ["pool", "t"], {}, create_sent_event=True, shadow=f"{TRAIN_TASK} lgbm seed=1"
+    )
+    assert labelled.headers["task"] == TRAIN_TASK  # what the worker runs
+    assert labelled.headers["shadow"] == labelled.sent_event["name"] == f"{TRAIN_TASK} lgbm seed=1"
+    plain = celery.amqp.create_task_message("t.2", TRAIN_TASK, ["pool", "t"], {}, create_sent_event=True)
+    assert plain.sent_event["name"] == TRAIN_TASK
+    celery.close()
